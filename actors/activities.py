@@ -1,0 +1,170 @@
+"""Activities: thin adapters between the workflows and the outside world.
+
+``deliver`` carries a proxy's batch to its job workflows (only a client can
+send an update, so an activity does); ``publish_job`` and ``publish_summary``
+write records to the sink. The logic they apply lives in ``actors.rules``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from actors import routing
+from actors.config import WorkerConfig
+from actors.contracts import (
+    DeliverInput,
+    DeliverResult,
+    JobBatch,
+    JobInput,
+    PublishJobInput,
+    PublishSummaryInput,
+    SettingsRequest,
+    TenantInput,
+)
+from actors.pipelines import Pipeline
+from actors.rules.job import BatchAck, RollupDelta
+from actors.rules.proxy import JobDelivery, ProxySettings
+from actors.rules.publish import job_records, rejection_records, too_late_records
+from actors.rules.tenant import RollupBatch
+from sinks import Sink, SinkRecord
+
+log = structlog.get_logger(__name__)
+
+TOO_LATE = (
+    "job already closed: the event arrived after the job's result was final "
+    "and its linger period had passed"
+)
+
+
+class Activities:
+    """The worker's activities, sharing one client, sink and pipeline."""
+
+    def __init__(
+        self, *, client: Client, sink: Sink, pipeline: Pipeline, config: WorkerConfig
+    ) -> None:
+        self._client = client
+        self._sink = sink
+        self._pipeline = pipeline
+        self._config = config
+
+    @activity.defn(name="proxy_settings")
+    async def proxy_settings(self, request: SettingsRequest) -> ProxySettings:
+        return self._config.proxy_settings(request.shard)
+
+    @activity.defn(name="deliver")
+    async def deliver(self, input: DeliverInput) -> DeliverResult:
+        """Send each job its events with update-with-start, many at once."""
+        # A retry skips the jobs an earlier attempt already reached (their
+        # indexes travel in the heartbeat); the jobs would de-duplicate anyway.
+        details = activity.info().heartbeat_details
+        done: set[int] = set(details[0]) if details else set()
+        # Dead letters first: they are idempotent, and cheap to write again.
+        records = [
+            SinkRecord.of(r) for r in rejection_records(input.rejections, input.at)
+        ]
+        if records:
+            await self._sink.write(records)
+        semaphore = asyncio.Semaphore(self._config.delivery_concurrency)
+        acks: list[BatchAck] = []
+        late: list[JobDelivery] = []
+
+        async def one(index: int, delivery: JobDelivery) -> None:
+            async with semaphore:
+                ack = await self._send(delivery)
+            if ack is None:
+                late.append(delivery)
+            else:
+                acks.append(ack)
+            done.add(index)
+            activity.heartbeat(sorted(done))
+
+        outcomes = await asyncio.gather(
+            *(one(i, d) for i, d in enumerate(input.deliveries) if i not in done),
+            return_exceptions=True,
+        )
+        if late:
+            events = [e for d in late for e in d.events]
+            await self._sink.write(
+                [SinkRecord.of(r) for r in too_late_records(events, TOO_LATE, input.at)]
+            )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            # Everything that succeeded is in the heartbeat; retry the rest.
+            raise failures[0]
+        return DeliverResult(
+            ack=BatchAck(
+                accepted=sum(a.accepted for a in acks),
+                duplicates=sum(a.duplicates for a in acks),
+                rejected=sum(a.rejected for a in acks),
+            ),
+            too_late=sum(len(d.events) for d in late),
+        )
+
+    async def _send(self, delivery: JobDelivery) -> BatchAck | None:
+        """One job's events; None when the job has closed for good."""
+        from actors.job import JobWorkflow
+
+        start = WithStartWorkflowOperation(
+            JobWorkflow.run,
+            JobInput(
+                tenant_id=delivery.tenant_id,
+                job_id=delivery.job_id,
+                settings=self._config.job,
+            ),
+            id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
+            task_queue=activity.info().task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A job that closed normally stays closed: late events for it are
+            # dead-lettered rather than starting an empty job of the same id.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+        try:
+            return await self._client.execute_update_with_start_workflow(
+                JobWorkflow.deliver,
+                JobBatch(events=delivery.events),
+                start_workflow_operation=start,
+            )
+        except WorkflowAlreadyStartedError:
+            return None
+
+    @activity.defn(name="publish_job")
+    async def publish_job(self, input: PublishJobInput) -> None:
+        """Write a job publication, then report it to the tenant's rollup."""
+        records = job_records(input.publication, self._pipeline, input.at)
+        written = await self._sink.write([SinkRecord.of(r) for r in records])
+        log.debug(
+            "job published",
+            tenant_id=input.tenant_id,
+            job_id=input.job_id,
+            records=len(records),
+            new=written,
+        )
+        await self._report(input.tenant_id, input.publication.rollup)
+
+    async def _report(self, tenant_id: str, delta: RollupDelta) -> None:
+        from actors.tenant import TenantWorkflow
+
+        start = WithStartWorkflowOperation(
+            TenantWorkflow.run,
+            TenantInput(tenant_id=tenant_id, settings=self._config.tenant),
+            id=routing.tenant_id_of(tenant_id),
+            task_queue=routing.task_queue(
+                routing.tenant_shard(tenant_id, self._config.shards)
+            ),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await self._client.execute_update_with_start_workflow(
+            TenantWorkflow.report,
+            RollupBatch(deltas=[delta]),
+            start_workflow_operation=start,
+        )
+
+    @activity.defn(name="publish_summary")
+    async def publish_summary(self, input: PublishSummaryInput) -> None:
+        await self._sink.write([SinkRecord.of(input.summary)])

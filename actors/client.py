@@ -1,0 +1,251 @@
+"""The client side: connecting, and sending events through the shard proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from actors import routing
+from actors.config import WorkerConfig
+from actors.contracts import ProxyInput
+from actors.proxy import BACKPRESSURE, ProxyWorkflow
+from actors.rules.proxy import IngestAck, IngestBatch
+from wire import DATA_CONVERTER, Event, Limits, Rejection, parse_event
+from wire.validate import RAW_KEEP_BYTES
+
+log = structlog.get_logger(__name__)
+
+
+async def connect(**overrides: object) -> Client:
+    """A client configured the SDK's standard way (TEMPORAL_ADDRESS,
+    TEMPORAL_NAMESPACE, TLS and API key variables, or a profile file), with
+    the project's data converter."""
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", "localhost:7233")
+    config.update(overrides)  # type: ignore[typeddict-item]
+    return await Client.connect(**config, data_converter=DATA_CONVERTER)  # type: ignore[misc]
+
+
+@dataclass
+class SendSummary:
+    """Counts over everything sent, as the proxies reported them."""
+
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    def add(self, ack: IngestAck) -> None:
+        self.accepted += ack.accepted
+        self.duplicates += ack.duplicates
+        self.rejected += ack.rejected
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+        }
+
+
+@dataclass
+class _Pending:
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    size: int = 0
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+
+class EventSender:
+    """Validates raw events at the edge and sends them in micro-batches, one
+    ``ingest`` update per batch and shard.
+
+    A batch is sent when it holds ``batch_size`` events or ``max_batch_bytes``
+    bytes, or when ``flush`` is called. Up to ``in_flight`` updates per shard
+    run at once (Temporal allows 10 per workflow). A send is retried until the
+    proxy accepts it, so once ``flush`` returns every event is acknowledged:
+    accepted, recognised as a duplicate, or dead-lettered.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        shards: int,
+        limits: Limits = Limits(),
+        batch_size: int = 500,
+        max_batch_bytes: int = 1 << 20,
+        in_flight: int = 4,
+        on_ack: Callable[[int, IngestAck], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._shards = shards
+        self._limits = limits
+        self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._pending = [_Pending() for _ in range(shards)]
+        self._slots = [asyncio.Semaphore(in_flight) for _ in range(shards)]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+        self._on_ack = on_ack
+        self.summary = SendSummary()
+
+    async def send(self, raw: bytes) -> None:
+        """Queue one raw JSON event; sends a batch when one is full."""
+        if self._error is not None:
+            raise self._error
+        self.summary.sent += 1
+        item = parse_event(raw, self._limits)
+        if isinstance(item, Rejection):
+            shard = (
+                routing.shard_of(item.tenant_id, item.job_id, self._shards)
+                if item.tenant_id and item.job_id
+                else routing.raw_shard(raw, self._shards)
+            )
+            pending = self._pending[shard]
+            pending.rejections.append(item)
+            pending.size += min(len(raw), RAW_KEEP_BYTES)
+        else:
+            shard = routing.shard_of(item.tenant_id, item.job_id, self._shards)
+            pending = self._pending[shard]
+            pending.events.append(item)
+            pending.size += len(raw)
+        if len(pending) >= self._batch_size or pending.size >= self._max_batch_bytes:
+            await self._launch(shard)
+
+    async def send_all(self, lines: AsyncIterable[bytes]) -> SendSummary:
+        async for line in lines:
+            if line.strip():
+                await self.send(line.strip())
+        await self.flush()
+        return self.summary
+
+    async def flush(self) -> None:
+        """Send every partial batch and wait until all are acknowledged."""
+        for shard in range(self._shards):
+            if len(self._pending[shard]):
+                await self._launch(shard)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+        if self._error is not None:
+            raise self._error
+
+    async def _launch(self, shard: int) -> None:
+        pending, self._pending[shard] = self._pending[shard], _Pending()
+        batch = IngestBatch(events=pending.events, rejections=pending.rejections)
+        await self._slots[shard].acquire()
+        task = asyncio.create_task(self._deliver(shard, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, shard: int, batch: IngestBatch) -> None:
+        try:
+            ack = await send_batch(self._client, shard, self._shards, batch)
+            self.summary.add(ack)
+            if self._on_ack is not None:
+                self._on_ack(len(batch.events) + len(batch.rejections), ack)
+        except BaseException as exc:  # surfaced by the next send or flush
+            self._error = exc
+        finally:
+            self._slots[shard].release()
+
+
+def _update_id(batch: IngestBatch) -> str:
+    # The same batch retried carries the same update id, so Temporal applies
+    # it once within a run; across runs the event ids de-duplicate.
+    digest = hashlib.sha256()
+    for event in batch.events:
+        digest.update(event.event_id.encode())
+        digest.update(b"\0")
+    for rejection in batch.rejections:
+        digest.update(rejection.rejection_id.encode())
+        digest.update(b"\0")
+    return "ingest-" + digest.hexdigest()[:32]
+
+
+def _proxy_start(shard: int, shards: int) -> WithStartWorkflowOperation:
+    # Used once per call: an operation object cannot be reused.
+    return WithStartWorkflowOperation(
+        ProxyWorkflow.run,
+        ProxyInput(settings=WorkerConfig(shards=shards).proxy_settings(shard)),
+        id=routing.proxy_id(shard),
+        task_queue=routing.task_queue(shard),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
+# RPC failures that no retry will cure.
+_PERMANENT = {
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.UNIMPLEMENTED,
+}
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, WorkflowUpdateFailedError):
+        cause = exc.cause
+        return isinstance(cause, ApplicationError) and cause.type == BACKPRESSURE
+    if isinstance(exc, RPCError):
+        return exc.status not in _PERMANENT
+    return isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError)
+
+
+async def send_batch(
+    client: Client,
+    shard: int,
+    shards: int,
+    batch: IngestBatch,
+    *,
+    max_backoff_s: float = 10.0,
+) -> IngestAck:
+    """Send one batch to its shard's proxy, retrying until it is accepted.
+
+    Retries on back-pressure (the proxy's outbox is full), on an update that
+    raced a continue-as-new, and while the server is unreachable; raises on a
+    failure that no retry can cure.
+    """
+    update_id = _update_id(batch)
+    delay = 0.05
+    while True:
+        try:
+            return await client.execute_update_with_start_workflow(
+                ProxyWorkflow.ingest,
+                batch,
+                start_workflow_operation=_proxy_start(shard, shards),
+                id=update_id,
+            )
+        except (
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+            RPCError,
+        ) as exc:
+            if not _retryable(exc):
+                raise
+            log.info(
+                "proxy update retried",
+                shard=shard,
+                error=type(exc).__name__,
+                cause=str(getattr(exc, "cause", None) or exc)[:200],
+                delay_s=round(delay, 2),
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_backoff_s)

@@ -1,0 +1,76 @@
+"""Inputs and results of the workflows and activities.
+
+One input type and one result type per workflow, update and activity: they
+are the schema that must evolve compatibly (new fields get defaults).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from actors.rules.job import BatchAck, JobSettings, JobState, Publication
+from actors.rules.proxy import JobDelivery, ProxySettings, ProxyState
+from actors.rules.tenant import TenantSettings, TenantState
+from wire.events import Event
+from wire.records import TenantSummary
+from wire.validate import Rejection
+
+
+class ProxyInput(msgspec.Struct, frozen=True, kw_only=True):
+    settings: ProxySettings
+    state: ProxyState | None = None
+
+
+class JobInput(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    job_id: str
+    settings: JobSettings = JobSettings()
+    state: JobState | None = None
+
+
+class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[Event]
+
+
+class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a job workflow returns when it closes."""
+
+    version: int
+    status: str | None
+    events: int
+
+
+class TenantInput(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    settings: TenantSettings = TenantSettings()
+    state: TenantState | None = None
+
+
+class DeliverInput(msgspec.Struct, frozen=True, kw_only=True):
+    deliveries: list[JobDelivery]
+    rejections: list[Rejection]
+    at: datetime
+
+
+class DeliverResult(msgspec.Struct, frozen=True, kw_only=True):
+    ack: BatchAck
+    # Events for jobs that had already closed; dead-lettered as too late.
+    too_late: int = 0
+
+
+class PublishJobInput(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    job_id: str
+    publication: Publication
+    at: datetime
+
+
+class PublishSummaryInput(msgspec.Struct, frozen=True, kw_only=True):
+    summary: TenantSummary
+
+
+class SettingsRequest(msgspec.Struct, frozen=True, kw_only=True):
+    shard: int
+    shards: int

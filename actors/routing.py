@@ -1,0 +1,44 @@
+"""Where things live: shards, task queues and workflow ids.
+
+The shard of a job is a stable hash of ``{tenant_id}/{job_id}`` modulo the shard
+count: CRC-32, identical in every process and on every machine (Python's
+``hash()`` is salted per process and would scatter a job across shards).
+Workflow ids embed the tenant, and ids cannot contain '/', so no event can
+name an entity of another tenant.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+DEFAULT_SHARDS = 4
+TASK_QUEUE_PREFIX = "eventflow-shard-"
+
+
+def shard_of(tenant_id: str, job_id: str, shards: int) -> int:
+    return zlib.crc32(f"{tenant_id}/{job_id}".encode()) % shards
+
+
+def tenant_shard(tenant_id: str, shards: int) -> int:
+    return zlib.crc32(tenant_id.encode()) % shards
+
+
+def raw_shard(raw: bytes, shards: int) -> int:
+    """Shard for input whose ids could not be read (it is only dead-lettered)."""
+    return zlib.crc32(raw) % shards
+
+
+def task_queue(shard: int) -> str:
+    return f"{TASK_QUEUE_PREFIX}{shard}"
+
+
+def proxy_id(shard: int) -> str:
+    return f"proxy/{shard}"
+
+
+def job_id_of(tenant_id: str, job_id: str) -> str:
+    return f"job/{tenant_id}/{job_id}"
+
+
+def tenant_id_of(tenant_id: str) -> str:
+    return f"tenant/{tenant_id}"

@@ -1,0 +1,353 @@
+"""One job's state: join, completeness, de-duplication, late events.
+
+The job collects ``analysis.result`` parts per analysis type until every type
+its ``job.opened`` requires has all of its parts, then publishes version 1 of
+its result. Anything accepted after that publishes an amended version that
+includes it. A job that is not complete by its deadline publishes what it has
+as ``timed_out``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from wire.events import AnalysisResult, Event, JobOpened
+from wire.records import JobStatus
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+
+
+class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-job behaviour, fixed when the job starts and carried across runs."""
+
+    default_deadline_s: float = 3600.0
+    # How long a job that has published stays open for late events before it
+    # closes; events after that are dead-lettered as too late.
+    linger_s: float = 3600.0
+    # Continue-as-new once the run's history reaches this many events, even if
+    # Temporal has not suggested it yet. None: only when suggested.
+    continue_as_new_after: int | None = None
+
+
+class Slot(msgspec.Struct, kw_only=True):
+    """The parts of one analysis type collected so far."""
+
+    parts: int
+    events: list[AnalysisResult | None]
+    filled: int = 0
+
+
+class Refusal(msgspec.Struct, frozen=True, kw_only=True):
+    """An event the job refused; it becomes a dead letter."""
+
+    event: Event
+    reason: str
+
+
+class JobState(msgspec.Struct, kw_only=True):
+    """Everything a job knows; carried whole across continue-as-new."""
+
+    tenant_id: str
+    job_id: str
+    first_seen: datetime
+    opened: JobOpened | None = None
+    slots: dict[str, Slot] = msgspec.field(default_factory=dict)
+    # Every event id the job has seen, with what became of it: a redelivery of
+    # any of them (accepted or refused) is a duplicate.
+    outcomes: dict[str, str] = msgspec.field(default_factory=dict)
+    # Bumped on every change to what the result would contain.
+    changes: int = 0
+    published_changes: int = 0
+    version: int = 0
+    publications: int = 0
+    last_status: JobStatus | None = None
+    last_published_at: datetime | None = None
+    published_events: int = 0
+    published_types: dict[str, int] = msgspec.field(default_factory=dict)
+    refusals: list[Refusal] = msgspec.field(default_factory=list)
+
+
+class BatchAck(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one delivered batch of events."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's collected data at one version: the pipeline's input."""
+
+    tenant_id: str
+    job_id: str
+    version: int
+    status: JobStatus
+    opened: JobOpened | None
+    slots: dict[str, Slot]
+    events: int
+    completed_at: datetime
+
+    @property
+    def required(self) -> list[str] | None:
+        return None if self.opened is None else list(self.opened.required)
+
+    def missing(self) -> dict[str, list[int]]:
+        """Parts not yet received, per required (or seen) analysis type."""
+        types = self.required if self.required is not None else list(self.slots)
+        missing: dict[str, list[int]] = {}
+        for analysis_type in types:
+            slot = self.slots.get(analysis_type)
+            if slot is None:
+                missing[analysis_type] = []  # not one part seen: count unknown
+            elif slot.filled < slot.parts:
+                missing[analysis_type] = [
+                    i for i, event in enumerate(slot.events) if event is None
+                ]
+        return missing
+
+
+class RollupDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """What one published result version adds to its tenant's rollup."""
+
+    # Unique per publication and stable under retries: the tenant counts each
+    # key once.
+    key: str
+    job_id: str
+    status: JobStatus | None  # None: refusals only, no new result version
+    events: int
+    analyses: dict[str, int]
+    dead_letters: int
+
+
+class Publication(msgspec.Struct, frozen=True, kw_only=True):
+    """What the job must write now: a result version, refusals, or both."""
+
+    snapshot: JobSnapshot | None
+    refusals: list[Refusal]
+    rollup: RollupDelta
+    changes: int  # the state's change counter this publication covers
+
+
+def new_job(tenant_id: str, job_id: str, now: datetime) -> JobState:
+    return JobState(tenant_id=tenant_id, job_id=job_id, first_seen=now)
+
+
+def result_id(tenant_id: str, job_id: str, version: int) -> str:
+    return f"{tenant_id}/{job_id}/{version}"
+
+
+def refusal_id(tenant_id: str, job_id: str, event_id: str) -> str:
+    """Dead-letter id of an event the job refused: one per event id."""
+    return f"{tenant_id}/{job_id}/{event_id}"
+
+
+def apply_batch(state: JobState, events: list[Event]) -> BatchAck:
+    """Apply a batch of events in order; never raises for bad events."""
+    accepted = duplicates = rejected = 0
+    for event in events:
+        outcome = apply_event(state, event)
+        if outcome is None:
+            duplicates += 1
+        elif outcome == ACCEPTED:
+            accepted += 1
+        else:
+            rejected += 1
+    return BatchAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+def apply_event(state: JobState, event: Event) -> str | None:
+    """Apply one event; returns ACCEPTED, REJECTED, or None for a duplicate."""
+    if event.event_id in state.outcomes:
+        return None
+    if event.tenant_id != state.tenant_id or event.job_id != state.job_id:
+        # The proxy routes by these ids, so this is a misrouted or forged
+        # event: it must not touch this job's data.
+        return _refuse(
+            state,
+            event,
+            f"event is for {event.tenant_id}/{event.job_id}, "
+            f"not for job {state.tenant_id}/{state.job_id}",
+        )
+    match event:
+        case JobOpened():
+            return _open(state, event)
+        case AnalysisResult():
+            return _add_part(state, event)
+
+
+def _refuse(state: JobState, event: Event, reason: str) -> str:
+    state.outcomes[event.event_id] = REJECTED
+    state.refusals.append(Refusal(event=event, reason=reason))
+    return REJECTED
+
+
+def _open(state: JobState, event: JobOpened) -> str:
+    if state.opened is not None:
+        return _refuse(
+            state, event, f"job was already opened by event {state.opened.event_id}"
+        )
+    state.opened = event
+    state.outcomes[event.event_id] = ACCEPTED
+    state.changes += 1
+    # Parts that arrived before job.opened were held on trust; now we know
+    # which types the job needs, refuse those it does not.
+    required = set(event.required)
+    for analysis_type in [t for t in state.slots if t not in required]:
+        for held in state.slots.pop(analysis_type).events:
+            if held is not None:
+                _refuse(state, held, _not_required(analysis_type, event.required))
+    return ACCEPTED
+
+
+def _not_required(analysis_type: str, required: list[str]) -> str:
+    return (
+        f"analysis type {analysis_type!r} is not required by this job "
+        f"(required: {', '.join(required)}) - at `$.analysis_type`"
+    )
+
+
+def _add_part(state: JobState, event: AnalysisResult) -> str:
+    if state.opened is not None and event.analysis_type not in state.opened.required:
+        return _refuse(
+            state, event, _not_required(event.analysis_type, state.opened.required)
+        )
+    slot = state.slots.get(event.analysis_type)
+    if slot is None:
+        slot = Slot(parts=event.parts, events=[None] * event.parts)
+        state.slots[event.analysis_type] = slot
+    elif slot.parts != event.parts:
+        return _refuse(
+            state,
+            event,
+            f"parts={event.parts} disagrees with parts={slot.parts} of earlier "
+            f"{event.analysis_type!r} events - at `$.parts`",
+        )
+    holder = slot.events[event.part]
+    if holder is not None:
+        return _refuse(
+            state,
+            event,
+            f"conflict: part {event.part} of {event.analysis_type!r} was already "
+            f"filled by event {holder.event_id}",
+        )
+    slot.events[event.part] = event
+    slot.filled += 1
+    state.outcomes[event.event_id] = ACCEPTED
+    state.changes += 1
+    return ACCEPTED
+
+
+def is_complete(state: JobState) -> bool:
+    if state.opened is None:
+        return False
+    for analysis_type in state.opened.required:
+        slot = state.slots.get(analysis_type)
+        if slot is None or slot.filled < slot.parts:
+            return False
+    return True
+
+
+def event_count(state: JobState) -> int:
+    return (state.opened is not None) + sum(s.filled for s in state.slots.values())
+
+
+def deadline(state: JobState, settings: JobSettings) -> datetime:
+    seconds = settings.default_deadline_s
+    if state.opened is not None and state.opened.deadline_s is not None:
+        seconds = state.opened.deadline_s
+    return state.first_seen + timedelta(seconds=seconds)
+
+
+def closes_at(state: JobState, settings: JobSettings) -> datetime | None:
+    """When a job with nothing left to publish may close; None before v1."""
+    if state.last_published_at is None:
+        return None
+    return state.last_published_at + timedelta(seconds=settings.linger_s)
+
+
+def next_wakeup(state: JobState, settings: JobSettings) -> datetime | None:
+    """The next time the job must act even if no event arrives."""
+    if state.version == 0:
+        return deadline(state, settings)
+    return closes_at(state, settings)
+
+
+def has_work(state: JobState) -> bool:
+    """Is there anything to publish, short of the deadline passing?"""
+    if state.refusals:
+        return True
+    if state.version == 0:
+        return is_complete(state)
+    return state.changes > state.published_changes
+
+
+def decide(state: JobState, now: datetime, settings: JobSettings) -> Publication | None:
+    """What to publish at ``now``, or None when there is nothing to do."""
+    status: JobStatus | None = None
+    if state.version == 0:
+        if is_complete(state):
+            status = "complete"
+        elif now >= deadline(state, settings):
+            status = "timed_out"
+    elif state.changes > state.published_changes:
+        status = "amended"
+    if status is None and not state.refusals:
+        return None
+    snapshot = None
+    events = state.published_events
+    types = state.published_types
+    if status is not None:
+        version = state.version + 1
+        snapshot = JobSnapshot(
+            tenant_id=state.tenant_id,
+            job_id=state.job_id,
+            version=version,
+            status=status,
+            opened=state.opened,
+            # Copies: the state keeps changing while the publication is written.
+            slots={
+                t: Slot(parts=s.parts, events=list(s.events), filled=s.filled)
+                for t, s in state.slots.items()
+            },
+            events=event_count(state),
+            completed_at=now,
+        )
+        events = snapshot.events
+        types = {t: s.filled for t, s in state.slots.items()}
+    rollup = RollupDelta(
+        key=f"{state.tenant_id}/{state.job_id}#{state.publications + 1}",
+        job_id=state.job_id,
+        status=status,
+        events=events - state.published_events,
+        analyses={
+            t: types.get(t, 0) - state.published_types.get(t, 0)
+            for t in {**types, **state.published_types}
+            if types.get(t, 0) != state.published_types.get(t, 0)
+        },
+        dead_letters=len(state.refusals),
+    )
+    return Publication(
+        snapshot=snapshot,
+        refusals=list(state.refusals),
+        rollup=rollup,
+        changes=state.changes,
+    )
+
+
+def commit(state: JobState, publication: Publication, now: datetime) -> None:
+    """Record that ``publication`` is durably written."""
+    # Refusals are only ever appended, so the published ones are a prefix.
+    del state.refusals[: len(publication.refusals)]
+    state.publications += 1
+    snapshot = publication.snapshot
+    if snapshot is None:
+        return
+    state.version = snapshot.version
+    state.last_status = snapshot.status
+    state.last_published_at = now
+    state.published_changes = publication.changes
+    state.published_events = snapshot.events
+    state.published_types = {t: s.filled for t, s in snapshot.slots.items()}

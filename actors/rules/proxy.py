@@ -1,0 +1,134 @@
+"""A shard proxy's state: an outbox of accepted events, grouped by job.
+
+The proxy acknowledges a batch as soon as its events are in the outbox (which
+is workflow state, so durable), then delivers them to their jobs in the
+background, many jobs per delivery.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from wire.events import Event, event_json, semantic_error
+from wire.validate import Rejection, reject
+
+# Event ids remembered for de-duplication at the proxy. The job workflows are
+# the authority on duplicates; this window only spares them the obvious
+# redeliveries and lets the proxy report them to the sender.
+RECENT_EVENT_IDS = 10_000
+
+
+class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
+    shard: int
+    shards: int
+    max_payload_bytes: int = 256 * 1024
+    # Past this many undelivered events the proxy refuses new batches (the
+    # sender retries later) instead of growing without bound.
+    max_pending: int = 50_000
+    # Events per delivery activity, and how many deliveries run at once.
+    delivery_batch: int = 2_000
+    max_deliveries: int = 4
+    continue_as_new_after: int | None = None
+
+
+class IngestBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The proxy update's input: parsed events and inputs refused at the edge."""
+
+    events: list[Event] = msgspec.field(default_factory=list)
+    rejections: list[Rejection] = msgspec.field(default_factory=list)
+
+
+class IngestAck(msgspec.Struct, frozen=True, kw_only=True):
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+class JobDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    job_id: str
+    events: list[Event]
+
+
+class ProxyState(msgspec.Struct, kw_only=True):
+    # job key "{tenant}/{job}" -> events waiting for delivery, in arrival order
+    outbox: dict[str, list[Event]] = msgspec.field(default_factory=dict)
+    pending: int = 0
+    rejections: list[Rejection] = msgspec.field(default_factory=list)
+    recent: dict[str, None] = msgspec.field(default_factory=dict)
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def job_key(tenant_id: str, job_id: str) -> str:
+    # Ids cannot contain '/', so the key is unambiguous.
+    return f"{tenant_id}/{job_id}"
+
+
+def ingest(state: ProxyState, batch: IngestBatch, settings: ProxySettings) -> IngestAck:
+    """Take a batch into the outbox; never raises for bad events."""
+    accepted = duplicates = 0
+    rejected = len(batch.rejections)
+    state.rejections.extend(batch.rejections)
+    for event in batch.events:
+        # Callers are trusted for nothing: the rules the schema cannot
+        # express are checked again here.
+        problem = semantic_error(event, max_payload_bytes=settings.max_payload_bytes)
+        if problem is not None:
+            state.rejections.append(reject(event_json(event), problem))
+            rejected += 1
+            continue
+        if event.event_id in state.recent:
+            duplicates += 1
+            continue
+        state.recent[event.event_id] = None
+        state.outbox.setdefault(job_key(event.tenant_id, event.job_id), []).append(
+            event
+        )
+        state.pending += 1
+        accepted += 1
+    excess = len(state.recent) - RECENT_EVENT_IDS
+    if excess > 0:
+        for key in list(state.recent)[:excess]:
+            del state.recent[key]
+    state.accepted += accepted
+    state.duplicates += duplicates
+    state.rejected += rejected
+    return IngestAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+def take(state: ProxyState, limit: int, busy: set[str]) -> list[JobDelivery]:
+    """Remove up to about ``limit`` events for jobs not in ``busy``.
+
+    A job's events always go whole into one delivery, and a job already being
+    delivered to is skipped: each job then has at most one update in flight
+    from this proxy, in arrival order.
+    """
+    taken: list[JobDelivery] = []
+    count = 0
+    for key in list(state.outbox):
+        if count >= limit:
+            break
+        if key in busy:
+            continue
+        events = state.outbox.pop(key)
+        first = events[0]
+        taken.append(
+            JobDelivery(tenant_id=first.tenant_id, job_id=first.job_id, events=events)
+        )
+        count += len(events)
+    state.pending -= count
+    return taken
+
+
+def requeue(
+    state: ProxyState, deliveries: list[JobDelivery], rejections: list[Rejection]
+) -> None:
+    """Put the contents of a failed delivery back, ahead of newer events."""
+    for delivery in deliveries:
+        key = job_key(delivery.tenant_id, delivery.job_id)
+        newer = state.outbox.pop(key, [])
+        state.outbox[key] = delivery.events + newer
+        state.pending += len(delivery.events)
+    state.rejections[:0] = rejections

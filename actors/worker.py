@@ -1,0 +1,80 @@
+"""Assembling the workers of one process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import (
+    SandboxedWorkflowRunner,
+    SandboxRestrictions,
+)
+
+from actors import routing
+from actors.activities import Activities
+from actors.config import WorkerConfig
+from actors.job import JobWorkflow
+from actors.pipelines import Pipeline
+from actors.proxy import ProxyWorkflow
+from actors.tenant import TenantWorkflow
+from sinks import Sink
+
+WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
+
+# Deterministic, side-effect-free modules the workflows use. Passing them
+# through spares the sandbox re-importing them for every workflow run. The
+# workflow modules themselves (actors.proxy, actors.job, actors.tenant) stay
+# sandboxed, so the sandbox still polices them.
+PASSTHROUGH = (
+    "wire",
+    "sinks",
+    "actors.rules",
+    "actors.contracts",
+    "actors.activities",
+    "actors.routing",
+    "actors.pipelines",
+    "actors.config",
+    "msgspec",
+    "zstandard",
+    "structlog",
+    "redis",
+    "aiofiles",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_workers(
+    client: Client,
+    *,
+    config: WorkerConfig,
+    sink: Sink,
+    pipeline: Pipeline,
+    shards: Sequence[int],
+) -> list[Worker]:
+    """One worker per shard task queue, sharing one set of activities."""
+    activities = Activities(client=client, sink=sink, pipeline=pipeline, config=config)
+    return [
+        Worker(
+            client,
+            task_queue=routing.task_queue(shard),
+            workflows=WORKFLOWS,
+            activities=[
+                activities.proxy_settings,
+                activities.deliver,
+                activities.publish_job,
+                activities.publish_summary,
+            ],
+            workflow_runner=workflow_runner(),
+            max_concurrent_workflow_tasks=64,
+            max_concurrent_activities=64,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        for shard in shards
+    ]

@@ -1,0 +1,150 @@
+"""Run workers: ``python -m script.worker --shards M --shard N|all``.
+
+Connection settings come from the SDK's standard environment variables
+(TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*...),
+so the same command runs against a local dev server, a cluster or Temporal
+Cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+
+import structlog
+
+from actors.client import connect
+from actors.config import DEFAULT_SINK, WorkerConfig, default_shards, env_float
+from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
+from actors.pipelines import load_pipeline
+from actors.rules.job import JobSettings
+from actors.rules.tenant import TenantSettings
+from actors.worker import build_workers
+from script._common import configure_logging, positive_int
+from sinks import open_sink
+
+log = structlog.get_logger("script.worker")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m script.worker", description=__doc__)
+    p.add_argument(
+        "--shards",
+        type=positive_int,
+        default=default_shards(),
+        help="shard count, the same for every process (env EVENTFLOW_SHARDS; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--shard",
+        default="all",
+        help="the shard this process serves, 0..M-1, or 'all' (default)",
+    )
+    p.add_argument(
+        "--sink",
+        default=_env("EVENTFLOW_SINK", DEFAULT_SINK),
+        help="file:DIR or redis://host:port/db (env EVENTFLOW_SINK; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--pipeline",
+        default=_env("EVENTFLOW_PIPELINE", DEFAULT_PIPELINE),
+        help="module:function turning a job's parts into its record "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--job-deadline",
+        type=float,
+        default=env_float("EVENTFLOW_JOB_DEADLINE_S", 3600.0),
+        help="seconds before an incomplete job times out, unless its job.opened "
+        "says otherwise (default %(default)s)",
+    )
+    p.add_argument(
+        "--job-linger",
+        type=float,
+        default=env_float("EVENTFLOW_JOB_LINGER_S", 3600.0),
+        help="seconds a finished job stays open for late events (default %(default)s)",
+    )
+    p.add_argument(
+        "--summary-interval",
+        type=float,
+        default=env_float("EVENTFLOW_SUMMARY_INTERVAL_S", 60.0),
+        help="seconds per tenant.summary window (default %(default)s)",
+    )
+    p.add_argument(
+        "--continue-as-new-after",
+        type=positive_int,
+        default=None,
+        help="history length at which every entity continues-as-new, besides "
+        "when Temporal suggests it (for tests; default: only when suggested)",
+    )
+    p.add_argument("--log-level", default=None)
+    return p.parse_args(argv)
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def config_from(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(
+        shards=args.shards,
+        sink=args.sink,
+        pipeline=args.pipeline,
+        job=JobSettings(
+            default_deadline_s=args.job_deadline,
+            linger_s=args.job_linger,
+            continue_as_new_after=args.continue_as_new_after,
+        ),
+        tenant=TenantSettings(
+            summary_interval_s=args.summary_interval,
+            continue_as_new_after=args.continue_as_new_after,
+        ),
+        proxy_continue_as_new_after=args.continue_as_new_after,
+    )
+
+
+def shards_to_run(shard: str, shards: int) -> list[int]:
+    if shard == "all":
+        return list(range(shards))
+    n = int(shard)
+    if not 0 <= n < shards:
+        raise SystemExit(f"--shard must be in 0..{shards - 1} or 'all', got {shard}")
+    return [n]
+
+
+async def main(args: argparse.Namespace) -> None:
+    config = config_from(args)
+    pipeline = load_pipeline(config.pipeline)
+    client = await connect()
+    sink = open_sink(config.sink)
+    shards = shards_to_run(args.shard, config.shards)
+    workers = build_workers(
+        client, config=config, sink=sink, pipeline=pipeline, shards=shards
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker started",
+        shards=config.shards,
+        serving=shards,
+        sink=config.sink.split("@")[-1],
+        pipeline=config.pipeline,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        await stop.wait()
+        log.info("worker stopping")
+    await sink.close()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    configure_logging(args.log_level)
+    asyncio.run(main(args))

@@ -1,0 +1,67 @@
+"""Where records go: the sink contract and its implementations.
+
+``open_sink`` turns a sink URL from the command line or settings into a sink:
+
+- ``file:DIR`` (or ``file:///abs/dir``): JSON Lines files, see ``FileSink``.
+- ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS): Redis
+  streams, see ``RedisStreamSink``.
+"""
+
+from __future__ import annotations
+
+from sinks.base import Sink, SinkRecord
+from sinks.files import FileSink
+from sinks.redis_streams import RedisStreamSink, redact_url, stream_key
+
+__all__ = [
+    "FileSink",
+    "RedisStreamSink",
+    "Sink",
+    "SinkRecord",
+    "open_sink",
+    "redact_url",
+    "stream_key",
+]
+
+_FILE_SCHEME = "file:"
+_REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+def open_sink(url: str) -> Sink:
+    """The sink a URL names.
+
+    Args:
+        url: ``file:DIR`` (``file:./data/out``, ``file:///var/lib/out``),
+            ``redis://host:port/db`` or ``rediss://host:port/db``; a password
+            goes in the URL (``redis://:pw@host:6379/0``).
+
+    Returns:
+        A new, open sink; close it (or use ``async with``) when done.
+
+    Raises:
+        ValueError: The URL names no supported sink.
+    """
+    if url.startswith(_FILE_SCHEME):
+        path = url.removeprefix(_FILE_SCHEME)
+        if path.startswith("//"):
+            # file:///abs/dir has an empty authority; anything else there
+            # (file://host/dir) names a remote host, which we cannot write to.
+            authority, _, rest = path[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise ValueError(
+                    f"sink URL {url!r}: file URLs cannot name a host "
+                    f"({authority!r}); use file:DIR"
+                )
+            path = "/" + rest
+        if not path:
+            raise ValueError(
+                f"sink URL {url!r}: no directory after 'file:'; "
+                "use file:DIR, e.g. file:./data/out"
+            )
+        return FileSink(path)
+    if url.startswith(_REDIS_SCHEMES):
+        return RedisStreamSink(url)
+    raise ValueError(
+        f"unsupported sink URL {redact_url(url)!r}: expected file:DIR "
+        "(e.g. file:./data/out), redis://host:port/db or rediss://host:port/db"
+    )

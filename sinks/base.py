@@ -1,0 +1,50 @@
+"""The sink contract.
+
+A sink stores records (see ``wire.records``) durably, keyed by record id.
+
+Delivery guarantee: **exactly once per record id, given retries.** When
+``write`` returns, every record passed to it is durable. A record whose id the
+sink already holds is skipped, not written again, so a caller that retries a
+failed or interrupted ``write`` with the same records (a Temporal activity
+retry) never produces a duplicate. The first body written for an id wins.
+``write`` may be called concurrently, from several processes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import msgspec
+
+from wire.records import Record, encode_record, record_id, record_kind
+
+
+class SinkRecord(msgspec.Struct, frozen=True):
+    """A record ready for a sink: its kind, its stable id and its JSON body."""
+
+    kind: str
+    record_id: str
+    body: bytes
+
+    @classmethod
+    def of(cls, record: Record) -> SinkRecord:
+        return cls(record_kind(record), record_id(record), encode_record(record))
+
+
+class Sink(abc.ABC):
+    """Where records go. See the module docstring for the guarantee."""
+
+    @abc.abstractmethod
+    async def write(self, records: Sequence[SinkRecord]) -> int:
+        """Store the records; returns how many were new (not held before)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and file handles."""
+
+    async def __aenter__(self) -> Sink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,575 @@
+"""The sink contract (``sinks.base``) run against every sink, and each sink's own tests.
+
+``SinkContract`` holds the behaviour every sink must show; ``TestFileSink`` and
+``TestRedisStreamSink`` plug in a sink and a way to read back what it holds.
+Redis tests use a real ``redis-server`` (``tests.redis_server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+import structlog
+
+from sinks import FileSink, RedisStreamSink, Sink, SinkRecord, open_sink, redact_url
+from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
+from wire.records import (
+    RECORD_KINDS,
+    DeadLetter,
+    JobResult,
+    Record,
+    TenantSummary,
+    decode_record,
+    record_id,
+    record_kind,
+)
+
+if TYPE_CHECKING:
+    # Imported only for hints: importing the plugin module before pytest loads
+    # it would keep pytest from rewriting its asserts.
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ReadBack = Callable[[], Awaitable[dict[str, list[Record]]]]
+
+
+def job_result(n: int, *, events: int = 3) -> JobResult:
+    return JobResult(
+        result_id=f"t1/job-{n}/1",
+        tenant_id="t1",
+        job_id=f"job-{n}",
+        version=1,
+        status="complete",
+        events=events,
+        analyses={"ocr": {"text": f"page {n}", "confidence": 0.5}},
+        required=["ocr"],
+        missing={},
+        opened_at="2025-01-01T00:00:00Z",
+        completed_at="2025-01-01T00:01:00Z",
+    )
+
+
+def tenant_summary(n: int) -> TenantSummary:
+    return TenantSummary(
+        summary_id=f"t{n}/2025-01-01T00:00:00Z",
+        tenant_id=f"t{n}",
+        window_start="2025-01-01T00:00:00Z",
+        window_end="2025-01-01T01:00:00Z",
+        jobs_completed=n,
+        jobs_timed_out=0,
+        jobs_amended=1,
+        events=10 * n,
+        analyses={"ocr": n},
+        dead_letters=0,
+    )
+
+
+def dead_letter(n: int) -> DeadLetter:
+    return DeadLetter(
+        dead_letter_id=f"dl-{n}",
+        reason="payload is not JSON",
+        source="edge",
+        raw='{"broken": "line\\nbreak" ' + "x" * n,
+        tenant_id="t1",
+        at="2025-01-01T00:00:00Z",
+    )
+
+
+def mixed_records(count: int, *, start: int = 0) -> list[Record]:
+    """``count`` records cycling through the three kinds, ids unique per n."""
+    builders = (job_result, tenant_summary, dead_letter)
+    return [builders[n % 3](n) for n in range(start, start + count)]
+
+
+def sink_records(records: list[Record]) -> list[SinkRecord]:
+    return [SinkRecord.of(record) for record in records]
+
+
+def by_kind(records: list[Record]) -> dict[str, list[Record]]:
+    grouped: dict[str, list[Record]] = {kind: [] for kind in RECORD_KINDS}
+    for record in records:
+        grouped[record_kind(record)].append(record)
+    return grouped
+
+
+def assert_each_id_once(held: dict[str, list[Record]]) -> None:
+    for kind, records in held.items():
+        ids = [record_id(record) for record in records]
+        assert len(ids) == len(set(ids)), f"duplicate ids in {kind}"
+
+
+class SinkContract:
+    """Behaviour every sink must show.
+
+    Subclasses provide the ``make_sink`` and ``read_back`` fixtures.
+    """
+
+    @pytest.fixture
+    def make_sink(self) -> Callable[[], Sink]:
+        """A factory of sinks over one shared store (files, a Redis db)."""
+        raise NotImplementedError("a sink test class must provide make_sink")
+
+    @pytest.fixture
+    def read_back(self) -> ReadBack:
+        """Everything the store holds, decoded, per kind, in stored order."""
+        raise NotImplementedError("a sink test class must provide read_back")
+
+    @pytest.fixture
+    async def new_sink(
+        self, make_sink: Callable[[], Sink]
+    ) -> AsyncIterator[Callable[[], Sink]]:
+        made: list[Sink] = []
+
+        def factory() -> Sink:
+            made.append(make_sink())
+            return made[-1]
+
+        yield factory
+        for sink in made:
+            await sink.close()
+
+    @pytest.fixture
+    def sink(self, new_sink: Callable[[], Sink]) -> Sink:
+        return new_sink()
+
+    async def test_written_records_read_back_equal(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        records = mixed_records(12)
+
+        assert await sink.write(sink_records(records)) == 12
+
+        assert await read_back() == by_kind(records)
+
+    async def test_empty_write_returns_zero(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        assert await sink.write([]) == 0
+        assert await read_back() == by_kind([])
+
+    async def test_retrying_a_batch_adds_nothing(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        batch = sink_records(mixed_records(9))
+        await sink.write(batch)
+
+        assert await sink.write(batch) == 0
+
+        assert await read_back() == by_kind(mixed_records(9))
+
+    async def test_retry_with_some_new_records_writes_only_those(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        await sink.write(sink_records(mixed_records(6)))
+
+        assert await sink.write(sink_records(mixed_records(9))) == 3
+
+        assert await read_back() == by_kind(mixed_records(9))
+
+    async def test_duplicate_ids_within_one_call_are_written_once(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        records = mixed_records(3)
+
+        assert await sink.write(sink_records(records + records + records[:1])) == 3
+
+        assert await read_back() == by_kind(records)
+
+    async def test_same_id_with_another_body_is_not_written_again(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        """The first body written for an id wins."""
+        first, second = job_result(1, events=3), job_result(1, events=99)
+        await sink.write([SinkRecord.of(first)])
+
+        assert await sink.write([SinkRecord.of(second)]) == 0
+
+        assert (await read_back())["job.result"] == [first]
+
+    async def test_each_kind_goes_to_its_own_place(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        await sink.write(
+            sink_records(
+                [dead_letter(1), job_result(2), tenant_summary(3), job_result(4)]
+            )
+        )
+
+        held = await read_back()
+
+        assert {
+            kind: [record_id(r) for r in records] for kind, records in held.items()
+        } == {
+            "job.result": ["t1/job-2/1", "t1/job-4/1"],
+            "tenant.summary": ["t3/2025-01-01T00:00:00Z"],
+            "dead_letter": ["dl-1"],
+        }
+
+    async def test_same_ids_in_different_kinds_do_not_collide(
+        self, sink: Sink, read_back: ReadBack
+    ) -> None:
+        """Ids are unique per kind; a job result and a dead letter may share one."""
+        records = [
+            SinkRecord("job.result", "same", SinkRecord.of(job_result(1)).body),
+            SinkRecord("dead_letter", "same", SinkRecord.of(dead_letter(1)).body),
+        ]
+
+        assert await sink.write(records) == 2
+
+    async def test_a_new_sink_over_the_same_store_skips_held_ids(
+        self, new_sink: Callable[[], Sink], read_back: ReadBack
+    ) -> None:
+        await new_sink().write(sink_records(mixed_records(6)))
+
+        assert await new_sink().write(sink_records(mixed_records(8))) == 2
+
+        assert await read_back() == by_kind(mixed_records(8))
+
+    async def test_concurrent_writes_lose_nothing_and_duplicate_nothing(
+        self, new_sink: Callable[[], Sink], read_back: ReadBack
+    ) -> None:
+        """Many tasks over two sink instances write overlapping batches at once."""
+        records = sink_records(mixed_records(90))
+        sinks = [new_sink(), new_sink()]
+
+        async def write(task: int) -> int:
+            # Overlapping windows: every record is offered by several tasks.
+            start = (task * 7) % 80
+            return await sinks[task % 2].write(records[start : start + 25])
+
+        written = await asyncio.gather(*(write(task) for task in range(30)))
+
+        held = await read_back()
+        assert_each_id_once(held)
+        offered = {
+            (r.kind, r.record_id)
+            for task in range(30)
+            for r in records[(task * 7) % 80 :][:25]
+        }
+        assert {
+            (record_kind(r), record_id(r)) for records in held.values() for r in records
+        } == offered
+        assert sum(written) == len(offered)
+
+    async def test_unknown_kind_is_rejected(self, sink: Sink) -> None:
+        with pytest.raises(
+            ValueError, match=r"unknown record kind 'job\.result/\.\./x'"
+        ):
+            await sink.write([SinkRecord("job.result/../x", "1", b"{}")])
+
+
+class TestFileSink(SinkContract):
+    @pytest.fixture
+    def directory(self, tmp_path: Path) -> Path:
+        return tmp_path / "out"
+
+    @pytest.fixture
+    def make_sink(self, directory: Path) -> Callable[[], Sink]:
+        return lambda: FileSink(directory)
+
+    @pytest.fixture
+    def read_back(self, directory: Path) -> ReadBack:
+        async def read() -> dict[str, list[Record]]:
+            return {
+                kind: [
+                    decode_record(line)
+                    for line in read_lines(directory / f"{kind}.jsonl")
+                ]
+                for kind in RECORD_KINDS
+            }
+
+        return read
+
+    async def test_lines_are_the_record_bodies(
+        self, sink: FileSink, directory: Path
+    ) -> None:
+        records = sink_records([job_result(1), job_result(2)])
+        await sink.write(records)
+
+        assert (directory / "job.result.jsonl").read_bytes() == b"".join(
+            r.body + b"\n" for r in records
+        )
+
+    async def test_a_torn_last_line_is_cut_and_the_next_write_is_whole(
+        self, sink: FileSink, directory: Path, read_back: ReadBack
+    ) -> None:
+        await sink.write(sink_records([job_result(1), job_result(2)]))
+        path = directory / "job.result.jsonl"
+        # What a writer that crashed halfway through its append leaves behind.
+        with path.open("ab") as file:
+            file.write(SinkRecord.of(job_result(3)).body[:40])
+
+        assert await sink.write(sink_records([job_result(3), job_result(4)])) == 2
+
+        assert path.read_bytes().endswith(b"\n")
+        assert (await read_back())["job.result"] == [
+            job_result(n) for n in (1, 2, 3, 4)
+        ]
+
+    async def test_a_file_of_only_a_torn_line_is_emptied_first(
+        self, new_sink: Callable[[], Sink], directory: Path, read_back: ReadBack
+    ) -> None:
+        torn = b'{"type":"dead_letter","dead_letter_id":"dl-'
+        await asyncio.to_thread(directory.mkdir)
+        await asyncio.to_thread((directory / "dead_letter.jsonl").write_bytes, torn)
+
+        assert await new_sink().write(sink_records([dead_letter(1)])) == 1
+
+        assert (await read_back())["dead_letter"] == [dead_letter(1)]
+
+    async def test_a_body_with_a_newline_is_rejected(self, sink: FileSink) -> None:
+        with pytest.raises(ValueError, match="newline"):
+            await sink.write([SinkRecord("job.result", "1", b'{"a":\n1}')])
+
+    async def test_the_directory_is_created(self, tmp_path: Path) -> None:
+        directory = tmp_path / "a" / "b"
+        async with FileSink(directory) as sink:
+            await sink.write(sink_records([job_result(1)]))
+
+        assert (directory / "job.result.jsonl").is_file()
+
+    async def test_a_closed_sink_refuses_writes(self, sink: FileSink) -> None:
+        await sink.close()
+
+        with pytest.raises(RuntimeError, match="closed"):
+            await sink.write(sink_records([job_result(1)]))
+
+    def test_processes_writing_one_directory_write_each_id_once(
+        self, directory: Path, tmp_path: Path
+    ) -> None:
+        """Three OS processes write overlapping ids at once, then retry them all."""
+        go = tmp_path / "go"
+        ranges = [(0, 120), (40, 160), (80, 200)]
+        writers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _WRITER,
+                    str(directory),
+                    str(go),
+                    str(first),
+                    str(last),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for first, last in ranges
+        ]
+        try:
+            # A barrier, so the writes overlap in time rather than in turn.
+            for writer in writers:
+                assert writer.stdout is not None
+                assert writer.stdout.readline().strip() == "ready"
+            go.touch()
+            outputs = [writer.communicate(timeout=30)[0] for writer in writers]
+        finally:
+            for writer in writers:
+                writer.kill()
+        assert [writer.returncode for writer in writers] == [0, 0, 0]
+
+        # decode_record also proves every line is one whole, valid record.
+        ids = [
+            record_id(decode_record(line))
+            for kind in RECORD_KINDS
+            for line in read_lines(directory / f"{kind}.jsonl")
+        ]
+        assert sorted(ids) == sorted(
+            f"dl-{n}" if n % 2 else f"t1/job-{n}/1" for n in range(200)
+        )
+        # The last line is the count; structlog's default logger prints above it.
+        assert sum(int(output.splitlines()[-1]) for output in outputs) == 200
+
+
+# Run by each writer process: builds records for ids [first, last), waits for
+# the go file, writes them in small batches, then retries the whole lot.
+_WRITER = """
+import asyncio, sys, time
+from pathlib import Path
+from sinks import FileSink, SinkRecord
+from wire.records import DeadLetter, JobResult
+
+directory, go = sys.argv[1], Path(sys.argv[2])
+first, last = int(sys.argv[3]), int(sys.argv[4])
+AT = "2025-01-01T00:00:00Z"
+
+
+def record(n):
+    if n % 2:
+        return DeadLetter(
+            dead_letter_id=f"dl-{n}", reason="r", source="edge", raw="x" * n, at=AT
+        )
+    return JobResult(
+        result_id=f"t1/job-{n}/1", tenant_id="t1", job_id=f"job-{n}", version=1,
+        status="complete", events=1, analyses={"n": n}, required=None, missing={},
+        opened_at=None, completed_at=AT,
+    )
+
+
+async def main():
+    records = [SinkRecord.of(record(n)) for n in range(first, last)]
+    sink = FileSink(directory)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    written = 0
+    for start in range(0, len(records), 4):
+        written += await sink.write(records[start : start + 4])
+    written += await sink.write(records)
+    await sink.close()
+    print(written, flush=True)
+
+
+asyncio.run(main())
+"""
+
+
+def read_lines(path: Path) -> list[bytes]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), f"{path} ends in a torn line"
+    return data.splitlines()
+
+
+class TestRedisStreamSink(SinkContract):
+    @pytest.fixture
+    def make_sink(self, redis_url: str) -> Callable[[], Sink]:
+        return lambda: RedisStreamSink(redis_url, id_ttl_s=600)
+
+    @pytest.fixture
+    def read_back(self, redis_url: str) -> ReadBack:
+        async def read() -> dict[str, list[Record]]:
+            return read_streams(redis_url)
+
+        return read
+
+    async def test_entries_carry_the_id_and_the_body(
+        self, sink: Sink, redis_url: str
+    ) -> None:
+        record = SinkRecord.of(job_result(1))
+        await sink.write([record])
+
+        with redis.Redis.from_url(redis_url) as client:
+            [(_, fields)] = client.xrange(stream_key("eventflow", "job.result"))
+
+        assert fields == {ID_FIELD: b"t1/job-1/1", RECORD_FIELD: record.body}
+
+    async def test_id_keys_expire_after_the_ttl(self, redis_url: str) -> None:
+        async with RedisStreamSink(redis_url, id_ttl_s=120) as sink:
+            await sink.write(sink_records([job_result(1), dead_letter(2)]))
+
+        with redis.Redis.from_url(redis_url) as client:
+            ttls = [
+                client.ttl(id_key("eventflow", "job.result", "t1/job-1/1")),
+                client.ttl(id_key("eventflow", "dead_letter", "dl-2")),
+            ]
+        assert all(0 < ttl <= 120 for ttl in ttls), ttls
+
+    async def test_the_prefix_namespaces_the_keys(self, redis_url: str) -> None:
+        async with RedisStreamSink(redis_url, prefix="other") as sink:
+            await sink.write(sink_records([job_result(1)]))
+
+        with redis.Redis.from_url(redis_url) as client:
+            assert client.xlen("other:job.result") == 1
+            assert not client.exists("eventflow:job.result")
+
+    async def test_maxlen_trims_the_streams(self, redis_url: str) -> None:
+        async with RedisStreamSink(redis_url, maxlen=10) as sink:
+            assert (
+                await sink.write(sink_records([job_result(n) for n in range(600)]))
+                == 600
+            )
+
+        with redis.Redis.from_url(redis_url) as client:
+            # MAXLEN ~ trims whole stream nodes (100 entries each), so not exactly 10.
+            assert client.xlen("eventflow:job.result") < 600
+
+    async def test_a_password_in_the_url_works_and_is_never_logged(
+        self, start_redis: Callable[..., RedisServer]
+    ) -> None:
+        password = "s3cret-Pa55word"
+        server = start_redis(password=password)
+        with structlog.testing.capture_logs() as logs:
+            sink = RedisStreamSink(server.url)
+            assert await sink.write(sink_records([job_result(1)])) == 1
+            await sink.close()
+            assert password not in repr(sink)
+
+        assert password not in repr(logs)
+        assert any(
+            f"redis://:***@127.0.0.1:{server.port}/0" in repr(entry) for entry in logs
+        )
+        with server.client() as client:
+            assert client.xlen("eventflow:job.result") == 1
+        async with RedisStreamSink(f"redis://127.0.0.1:{server.port}/0") as anonymous:
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                await anonymous.write(sink_records([job_result(2)]))
+
+
+def read_streams(url: str, prefix: str = "eventflow") -> dict[str, list[Record]]:
+    with redis.Redis.from_url(url) as client:
+        return {
+            kind: [
+                decode_record(fields[RECORD_FIELD])
+                for _, fields in client.xrange(stream_key(prefix, kind))
+            ]
+            for kind in RECORD_KINDS
+        }
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+        ("rediss://user:pw@host/1", "rediss://user:***@host/1"),
+        ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+        ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+class TestOpenSink:
+    async def test_file_url_opens_a_file_sink(self, tmp_path: Path) -> None:
+        async with open_sink(f"file:{tmp_path}/out") as sink:
+            assert isinstance(sink, FileSink)
+            assert sink.directory == tmp_path / "out"
+
+    async def test_file_url_with_an_empty_authority_is_an_absolute_path(
+        self, tmp_path: Path
+    ) -> None:
+        async with open_sink(f"file://{tmp_path}") as sink:
+            assert isinstance(sink, FileSink)
+            assert sink.directory == tmp_path
+
+    @pytest.mark.parametrize("scheme", ["redis", "rediss"])
+    async def test_redis_urls_open_a_stream_sink(self, scheme: str) -> None:
+        # Constructing connects lazily, so no server is needed here.
+        async with open_sink(f"{scheme}://127.0.0.1:6379/0") as sink:
+            assert isinstance(sink, RedisStreamSink)
+
+    @pytest.mark.parametrize(
+        "url", ["", "file:", "./out", "kafka://broker:9092", "file://otherhost/out"]
+    )
+    def test_anything_else_is_refused(self, url: str) -> None:
+        with pytest.raises(ValueError, match="sink URL"):
+            open_sink(url)
+
+    def test_the_refusal_does_not_repeat_a_password(self) -> None:
+        with pytest.raises(ValueError, match="unsupported sink URL") as error:
+            open_sink("http://:hunter2@host/")
+        assert "hunter2" not in str(error.value)

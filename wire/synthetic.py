@@ -1,0 +1,176 @@
+"""A synthetic workload: deterministic from a seed, realistic enough to test.
+
+Jobs across tenants, each with a ``job.opened`` and ``parts`` results for each
+of its analysis types; payloads look like real analysis output (labels,
+scores, boxes, text). On request it mixes in redeliveries, results that
+arrive before their ``job.opened``, and invalid events of every kind the
+contract names, and it says what the sink should hold afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+ANALYSIS_TYPES = ("detect", "classify", "caption", "segment", "ocr", "embed")
+LABELS = ("person", "car", "bicycle", "dog", "cat", "truck", "sign", "tree")
+WORDS = (
+    *("a", "quiet", "street", "with", "parked", "cars", "and", "a", "cyclist"),
+    *("waiting", "at", "the", "light", "two", "dogs", "play", "near", "a"),
+    *("bench", "while", "people", "walk", "past", "under", "the", "trees"),
+)
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadSpec:
+    tenants: int = 5
+    jobs: int = 50
+    types: int = 3
+    parts: int = 2
+    duplicates: float = 0.0  # fraction of events delivered twice
+    early: float = 0.0  # fraction of jobs whose results come before job.opened
+    invalid: float = 0.0  # fraction of extra invalid events (per valid event)
+    open_jobs: int = 100  # jobs whose events interleave at any moment
+    payload_bytes: int = 400
+    seed: int = 1
+
+
+@dataclass
+class Expected:
+    """What a correct run leaves in the sink."""
+
+    # job key "{tenant}/{job}" -> analysis type -> payload JSON bytes per part
+    payloads: dict[str, dict[str, list[bytes]]] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    def events(self, key: str) -> int:
+        return 1 + sum(len(p) for p in self.payloads[key].values())
+
+
+def payload(rng: random.Random, analysis_type: str, size: int) -> bytes:
+    """An analysis payload of roughly ``size`` bytes of JSON."""
+    body: dict[str, object] = {"model": f"{analysis_type}-v{rng.randint(1, 4)}"}
+    detections = []
+    while len(_json.encode(body)) + 120 < size:
+        detections.append(
+            {
+                "label": rng.choice(LABELS),
+                "score": round(rng.random(), 4),
+                "box": [rng.randint(0, 1920), rng.randint(0, 1080), 64, 48],
+            }
+        )
+        body["detections"] = detections
+    body["text"] = " ".join(rng.choice(WORDS) for _ in range(8))
+    return _json.encode(body)
+
+
+def _invalid(rng: random.Random, tenant: str, job: str, n: int) -> bytes:
+    """One invalid event, of a kind picked from the contract's list."""
+    at = BASE_TIME.isoformat()
+    base = {
+        "type": "analysis.result",
+        "event_id": f"bad-{tenant}-{job}-{n}",
+        "tenant_id": tenant,
+        "job_id": job,
+        "analysis_type": ANALYSIS_TYPES[0],
+        "part": 0,
+        "parts": 1,
+        "payload": {"x": 1},
+        "at": at,
+    }
+    kind = rng.randrange(7)
+    if kind == 0:
+        return b'{"type": "analysis.result", "event_id": '  # not JSON
+    if kind == 1:
+        del base["payload"]
+    elif kind == 2:
+        base["part"] = "zero"
+    elif kind == 3:
+        base["tenant_id"] = f"{tenant}/../other"
+    elif kind == 4:
+        base["part"] = 5
+    elif kind == 5:
+        base["type"] = "analysis.retracted"
+    else:
+        base["job_id"] = ""
+    return _json.encode(base)
+
+
+def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
+    """All lines of the workload, in delivery order, and what they should yield."""
+    rng = random.Random(spec.seed)
+    expected = Expected()
+    streams: list[list[bytes]] = []
+    for j in range(spec.jobs):
+        tenant = f"tenant-{j % spec.tenants:03d}"
+        job = f"job-{j:06d}"
+        key = f"{tenant}/{job}"
+        types = list(ANALYSIS_TYPES[: spec.types])
+        at = BASE_TIME + timedelta(seconds=j)
+        opened = _json.encode(
+            {
+                "type": "job.opened",
+                "event_id": f"{key}/opened".replace("/", ":"),
+                "tenant_id": tenant,
+                "job_id": job,
+                "required": types,
+                "at": at.isoformat(),
+            }
+        )
+        results = []
+        expected.payloads[key] = {}
+        for analysis_type in types:
+            parts = []
+            for part in range(spec.parts):
+                body = payload(rng, analysis_type, spec.payload_bytes)
+                parts.append(body)
+                results.append(
+                    b'{"type":"analysis.result","event_id":"%s","tenant_id":"%s",'
+                    b'"job_id":"%s","analysis_type":"%s","part":%d,"parts":%d,'
+                    b'"payload":%s,"at":"%s"}'
+                    % (
+                        f"{tenant}:{job}:{analysis_type}:{part}".encode(),
+                        tenant.encode(),
+                        job.encode(),
+                        analysis_type.encode(),
+                        part,
+                        spec.parts,
+                        body,
+                        at.isoformat().encode(),
+                    )
+                )
+            expected.payloads[key][analysis_type] = parts
+        rng.shuffle(results)
+        stream = [*results, opened] if rng.random() < spec.early else [opened, *results]
+        # Redeliveries come after the original, anywhere later in the stream.
+        for event in list(stream):
+            if rng.random() < spec.duplicates:
+                stream.insert(rng.randint(stream.index(event) + 1, len(stream)), event)
+        # Invalid events go last, so none of them can take a valid event's slot.
+        extra = sum(rng.random() < spec.invalid for _ in range(len(results) + 1))
+        for n in range(extra):
+            stream.append(_invalid(rng, tenant, job, n))
+        expected.dead_letters += extra
+        streams.append(stream)
+    return list(_interleave(streams, spec.open_jobs, rng)), expected
+
+
+def _interleave(
+    streams: list[list[bytes]], open_jobs: int, rng: random.Random
+) -> Iterator[bytes]:
+    """Merge job streams, about ``open_jobs`` at a time, keeping each in order."""
+    for start in range(0, len(streams), open_jobs):
+        group = [list(reversed(s)) for s in streams[start : start + open_jobs]]
+        while group:
+            i = rng.randrange(len(group))
+            yield group[i].pop()
+            if not group[i]:
+                group[i] = group[-1]
+                group.pop()
