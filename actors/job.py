@@ -3,6 +3,7 @@ in ``actors.rules.job``."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
