@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ import structlog
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from redis.exceptions import RedisError
 
+from script._common import configure_logging
 from sinks.consumer import StreamConsumer
 from sinks.redis_streams import redact_url
 
@@ -70,7 +70,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: $EVENTFLOW_LOG_LEVEL, else info",
     )
     args = parser.parse_args(argv)
     if not args.url.startswith(("redis://", "rediss://")):
@@ -80,29 +82,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.min_idle_ms < 0:
         parser.error("--min-idle-ms must be >= 0")
     return args
-
-
-def _configure_logging(level: str) -> None:
-    # stdout is the data channel, so every log line goes to stderr.
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer()
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 class _StdoutOutput:
@@ -199,7 +178,7 @@ async def _consume(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the consumer; returns the process exit code."""
     args = _parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     try:
         return asyncio.run(_consume(args))
     except asyncio.CancelledError:

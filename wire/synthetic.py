@@ -71,8 +71,13 @@ def payload(rng: random.Random, analysis_type: str, size: int) -> bytes:
     return _json.encode(body)
 
 
-def _invalid(rng: random.Random, tenant: str, job: str, n: int) -> bytes:
-    """One invalid event, of a kind picked from the contract's list."""
+def _invalid(rng: random.Random, tenant: str, job: str, n: int, parts: int) -> bytes:
+    """One invalid event, of a kind picked from the contract's list.
+
+    Kinds 0-6 are refused at the edge; 7-9 are well-formed and refused by the
+    job (a conflicting part, a type the job does not require, a disagreeing
+    part count).
+    """
     at = BASE_TIME.isoformat()
     base = {
         "type": "analysis.result",
@@ -81,12 +86,18 @@ def _invalid(rng: random.Random, tenant: str, job: str, n: int) -> bytes:
         "job_id": job,
         "analysis_type": ANALYSIS_TYPES[0],
         "part": 0,
-        "parts": 1,
+        "parts": parts,
         "payload": {"x": 1},
         "at": at,
     }
-    kind = rng.randrange(7)
-    if kind == 0:
+    kind = rng.randrange(10)
+    if kind == 7:
+        pass  # part 0 of the first type, which a valid event already holds
+    elif kind == 8:
+        base["analysis_type"] = "unrequested"
+    elif kind == 9:
+        base["parts"] = parts + 1
+    elif kind == 0:
         return b'{"type": "analysis.result", "event_id": '  # not JSON
     if kind == 1:
         del base["payload"]
@@ -95,7 +106,7 @@ def _invalid(rng: random.Random, tenant: str, job: str, n: int) -> bytes:
     elif kind == 3:
         base["tenant_id"] = f"{tenant}/../other"
     elif kind == 4:
-        base["part"] = 5
+        base["part"] = parts + 5
     elif kind == 5:
         base["type"] = "analysis.retracted"
     else:
@@ -156,7 +167,10 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
         # Invalid events go last, so none of them can take a valid event's slot.
         extra = sum(rng.random() < spec.invalid for _ in range(len(results) + 1))
         for n in range(extra):
-            stream.append(_invalid(rng, tenant, job, n))
+            bad = _invalid(rng, tenant, job, n, spec.parts)
+            stream.append(bad)
+            if rng.random() < spec.duplicates:
+                stream.append(bad)  # redelivered: still one dead letter
         expected.dead_letters += extra
         streams.append(stream)
     return list(_interleave(streams, spec.open_jobs, rng)), expected

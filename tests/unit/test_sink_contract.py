@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     # it would keep pytest from rewriting its asserts.
     from tests.redis_server import RedisServer
 
-pytest_plugins = ["tests.redis_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,110 @@
+"""The whole pipeline end to end: real dev server, real worker and emitter
+processes, real sinks."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.conftest import address_of, run_script
+from tests.integration.records import by_kind, file_records, redis_records, wait_for
+from wire.synthetic import Expected, WorkloadSpec, generate
+
+# The contract's acceptance workload: 5,000 jobs across 50 tenants, 5%
+# redeliveries, results before job.opened, 1% invalid events.
+JOBS = int(os.environ.get("EVENTFLOW_E2E_JOBS", "5000"))
+
+
+def check_results(records: list[dict], expected: Expected, jobs: int) -> None:
+    results = [r for r in records if r["type"] == "job.result"]
+    per_job = Counter(f"{r['tenant_id']}/{r['job_id']}" for r in results)
+    assert len(per_job) == jobs, "every job has a result"
+    assert set(per_job.values()) == {1}, "no job has more than one result"
+    for result in results:
+        key = f"{result['tenant_id']}/{result['job_id']}"
+        assert result["result_id"] == f"{key}/1"
+        assert result["status"] == "complete"
+        assert result["version"] == 1
+        assert result["missing"] == {}
+        assert result["events"] == expected.events(key)
+        want = expected.payloads[key]
+        assert list(result["analyses"]) == list(want)
+        for analysis_type, payloads in want.items():
+            got = result["analyses"][analysis_type]
+            assert got["parts"] == len(payloads)
+            assert got["payloads"] == [msgspec.json.decode(p) for p in payloads]
+    dead = [r for r in records if r["type"] == "dead_letter"]
+    assert len(dead) == expected.dead_letters
+    assert len({d["dead_letter_id"] for d in dead}) == len(dead)
+    assert all(d["reason"] for d in dead)
+    summaries = [r for r in records if r["type"] == "tenant.summary"]
+    assert sum(s["jobs_completed"] for s in summaries) == jobs
+    assert sum(s["events"] for s in summaries) == sum(
+        expected.events(k) for k in expected.payloads
+    )
+    assert len({s["summary_id"] for s in summaries}) == len(summaries)
+
+
+def _complete(expected: Expected, jobs: int):
+    def done(records: list[dict]) -> bool:
+        kinds = by_kind(records)
+        completed = sum(
+            r["jobs_completed"] for r in records if r["type"] == "tenant.summary"
+        )
+        return (
+            kinds["job.result"] >= jobs
+            and kinds["dead_letter"] >= expected.dead_letters
+            and completed >= jobs
+        )
+
+    return done
+
+
+@pytest.mark.parametrize("sink", ["file", "redis"])
+async def test_generated_workload_yields_one_result_per_job_and_one_dead_letter_per_invalid_event(
+    sink: str, temporal, worker_process, tmp_path: Path, redis_url: str
+) -> None:
+    spec = WorkloadSpec(
+        tenants=50,
+        jobs=JOBS,
+        types=3,
+        parts=2,
+        duplicates=0.05,
+        early=0.3,
+        invalid=0.01,
+        seed=7,
+    )
+    lines, expected = generate(spec)
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    sink_url = f"file:{out}" if sink == "file" else redis_url
+    address = address_of(temporal)
+    worker_process(
+        address, ["--shards", "4", "--sink", sink_url, "--summary-interval", "1"]
+    )
+
+    emitted = run_script(
+        "script.emit", "--file", str(events_file), "--json", address=address
+    )
+    summary = msgspec.json.decode(emitted.stdout)
+    assert summary["sent"] == len(lines)
+    assert summary["accepted"] + summary["duplicates"] + summary["rejected"] == len(
+        lines
+    )
+
+    if sink == "file":
+        records = await wait_for(
+            lambda: file_records(out), _complete(expected, spec.jobs), timeout=600
+        )
+    else:
+        records = await wait_for(
+            lambda: redis_records(redis_url),
+            _complete(expected, spec.jobs),
+            timeout=600,
+        )
+    check_results(records, expected, spec.jobs)
