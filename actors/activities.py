@@ -8,6 +8,7 @@ write records to the sink. The logic they apply lives in ``actors.rules``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 from temporalio import activity
@@ -131,6 +132,10 @@ class Activities:
                 start_workflow_operation=start,
             )
         except WorkflowAlreadyStartedError:
+            # The failed start also fails the operation's handle future;
+            # retrieve it so asyncio does not report it as never retrieved.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await start.workflow_handle()
             return None
 
     @activity.defn(name="publish_job")

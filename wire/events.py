@@ -88,8 +88,8 @@ _json = msgspec.json.Encoder()
 
 def event_json(event: Event) -> bytes:
     """The event in its JSON form, as a producer would have sent it."""
-    fields = msgspec.structs.asdict(event)
-    fields["type"] = type(event).__struct_config__.tag
+    fields = {"type": type(event).__struct_config__.tag}
+    fields.update(msgspec.structs.asdict(event))
     if isinstance(event, AnalysisResult):
         fields["payload"] = msgspec.Raw(event.payload)
     return _json.encode(fields)

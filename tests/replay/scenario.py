@@ -1,0 +1,127 @@
+"""A small scenario that drives every workflow through every path: batches
+through the proxies, jobs completing, timing out, amended by late events,
+refusing bad events, continuing-as-new, closing, and a tenant summary.
+
+Used to record the committed histories (``python -m tests.replay.record``)
+and by the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import msgspec
+from temporalio.client import Client
+
+from actors.client import EventSender
+from actors.config import WorkerConfig
+from actors.pipelines import collected
+from actors.rules.job import JobSettings
+from actors.rules.tenant import TenantSettings
+from actors.worker import build_workers
+from sinks import FileSink
+
+SHARDS = 2
+
+
+def event(kind: str, **fields: object) -> bytes:
+    base = {"type": kind, "at": "2026-01-01T00:00:00Z"}
+    return msgspec.json.encode({**base, **fields})
+
+
+def opened(tenant: str, job: str, required: list[str], **extra: object) -> bytes:
+    return event(
+        "job.opened",
+        event_id=f"{job}-open",
+        tenant_id=tenant,
+        job_id=job,
+        required=required,
+        **extra,
+    )
+
+
+def part(tenant: str, job: str, kind: str, n: int, parts: int, eid: str = "") -> bytes:
+    return event(
+        "analysis.result",
+        event_id=eid or f"{job}-{kind}-{n}",
+        tenant_id=tenant,
+        job_id=job,
+        analysis_type=kind,
+        part=n,
+        parts=parts,
+        payload={"label": f"{kind}-{n}", "score": 0.5 + n / 10},
+    )
+
+
+@asynccontextmanager
+async def running_workers(
+    client: Client, out: Path, config: WorkerConfig
+) -> AsyncIterator[None]:
+    sink = FileSink(out)
+    workers = build_workers(
+        client,
+        config=config,
+        sink=sink,
+        pipeline=collected,
+        shards=range(config.shards),
+    )
+    try:
+        for worker in workers:
+            await worker.__aenter__()
+        yield
+    finally:
+        for worker in workers:
+            await worker.__aexit__(None, None, None)
+        await sink.close()
+
+
+SCENARIO_CONFIG = WorkerConfig(
+    shards=SHARDS,
+    job=JobSettings(default_deadline_s=30, linger_s=4, continue_as_new_after=40),
+    tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=40),
+    proxy_continue_as_new_after=60,
+    delivery_batch=5,
+)
+
+
+async def run_scenario(client: Client) -> None:
+    """Send the scenario's events in waves and wait for each wave to land."""
+    sender = EventSender(client, shards=SHARDS, batch_size=4)
+    first = [
+        # complete, results before job.opened, a duplicate and a conflict
+        part("acme", "j1", "detect", 0, 2),
+        part("acme", "j1", "detect", 0, 2),
+        opened("acme", "j1", ["detect", "caption"]),
+        part("acme", "j1", "detect", 1, 2),
+        part("acme", "j1", "caption", 0, 1),
+        part("acme", "j1", "caption", 0, 1, eid="j1-conflict"),
+        # times out after 1 s with a part missing, then is amended
+        opened("acme", "j2", ["detect"], deadline_s=1),
+        part("acme", "j2", "detect", 0, 2),
+        # refused events: type not required, disagreeing parts, bad JSON
+        opened("globex", "j3", ["ocr"]),
+        part("globex", "j3", "embed", 0, 1),
+        part("globex", "j3", "ocr", 0, 2),
+        part("globex", "j3", "ocr", 1, 3, eid="j3-ocr-bad"),
+        part("globex", "j3", "ocr", 1, 2),
+        b'{"type": "analysis.result", "event_id": ',
+    ]
+    # many small jobs so proxies and tenants continue-as-new
+    for n in range(12):
+        first += [
+            opened("globex", f"m{n}", ["ocr"]),
+            part("globex", f"m{n}", "ocr", 0, 1),
+        ]
+    for line in first:
+        await sender.send(line)
+    await sender.flush()
+    await asyncio.sleep(2.5)  # j2 times out; the finished jobs linger
+    await sender.send(part("acme", "j2", "detect", 1, 2))  # amends j2
+    await sender.flush()
+    await asyncio.sleep(6)  # every job closes; tenant summaries are written
+    await sender.send(part("acme", "j1", "extra", 0, 1, eid="j1-too-late"))
+    await sender.flush()
+    await asyncio.sleep(2)
