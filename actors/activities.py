@@ -17,6 +17,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from actors import routing
+from actors.batching import Coalescer
 from actors.config import WorkerConfig
 from actors.contracts import (
     DeliverInput,
@@ -37,6 +38,8 @@ from sinks import Sink, SinkRecord
 
 log = structlog.get_logger(__name__)
 
+HEARTBEAT_EVERY_S = 5.0
+
 TOO_LATE = (
     "job already closed: the event arrived after the job's result was final "
     "and its linger period had passed"
@@ -53,6 +56,18 @@ class Activities:
         self._sink = sink
         self._pipeline = pipeline
         self._config = config
+        # Concurrent activities share sink writes (one lock, one fsync) and
+        # tenant reports (one update per tenant at a time, not one per job).
+        self._writes: Coalescer[None, SinkRecord] = Coalescer(
+            lambda _, records: sink.write(records), window_s=0.005, max_items=2000
+        )
+        self._reports: Coalescer[str, RollupDelta] = Coalescer(
+            self._send_report, window_s=0.05, max_items=500
+        )
+
+    async def _write(self, records: list[SinkRecord]) -> None:
+        if records:
+            await self._writes.submit(None, records)
 
     @activity.defn(name="proxy_settings")
     async def proxy_settings(self, request: SettingsRequest) -> ProxySettings:
@@ -83,7 +98,6 @@ class Activities:
             else:
                 acks.append(ack)
             done.add(index)
-            activity.heartbeat(sorted(done))
 
         outcomes = await asyncio.gather(
             *(one(i, d) for i, d in enumerate(input.deliveries) if i not in done),
@@ -91,6 +105,7 @@ class Activities:
         )
         if late:
             events = [e for d in late for e in d.events]
+            log.info("events for closed jobs dead-lettered", events=len(events))
             await self._sink.write(
                 [SinkRecord.of(r) for r in too_late_records(events, TOO_LATE, input.at)]
             )
@@ -142,17 +157,10 @@ class Activities:
     async def publish_job(self, input: PublishJobInput) -> None:
         """Write a job publication, then report it to the tenant's rollup."""
         records = job_records(input.publication, self._pipeline, input.at)
-        written = await self._sink.write([SinkRecord.of(r) for r in records])
-        log.debug(
-            "job published",
-            tenant_id=input.tenant_id,
-            job_id=input.job_id,
-            records=len(records),
-            new=written,
-        )
-        await self._report(input.tenant_id, input.publication.rollup)
+        await self._write([SinkRecord.of(r) for r in records])
+        await self._reports.submit(input.tenant_id, [input.publication.rollup])
 
-    async def _report(self, tenant_id: str, delta: RollupDelta) -> None:
+    async def _send_report(self, tenant_id: str, deltas: list[RollupDelta]) -> None:
         from actors.tenant import TenantWorkflow
 
         start = WithStartWorkflowOperation(
@@ -166,10 +174,10 @@ class Activities:
         )
         await self._client.execute_update_with_start_workflow(
             TenantWorkflow.report,
-            RollupBatch(deltas=[delta]),
+            RollupBatch(deltas=deltas),
             start_workflow_operation=start,
         )
 
     @activity.defn(name="publish_summary")
     async def publish_summary(self, input: PublishSummaryInput) -> None:
-        await self._sink.write([SinkRecord.of(input.summary)])
+        await self._write([SinkRecord.of(input.summary)])

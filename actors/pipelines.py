@@ -67,7 +67,12 @@ def load_pipeline(ref: str) -> Pipeline:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"pipeline must look like 'module:function', got {ref!r}")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"pipeline {ref!r}: cannot import {module_name}: {exc}"
+        ) from exc
     pipeline = getattr(module, attr, None)
     if not callable(pipeline):
         raise ValueError(f"{ref!r} is not a callable in {module_name}")

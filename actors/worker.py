@@ -23,6 +23,13 @@ from sinks import Sink
 
 WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
 
+# Workflow tasks one process works on at once, shared by its shard workers.
+# A worker process holds one core at most (GIL), so more slots only queue
+# tasks inside the process, where they can time out (10 s), instead of on the
+# server, where they wait safely.
+WORKFLOW_TASK_SLOTS = 32
+ACTIVITY_SLOTS = 256
+
 # Deterministic, side-effect-free modules the workflows use. Passing them
 # through spares the sandbox re-importing them for every workflow run. The
 # workflow modules themselves (actors.proxy, actors.job, actors.tenant) stay
@@ -72,8 +79,9 @@ def build_workers(
                 activities.publish_summary,
             ],
             workflow_runner=workflow_runner(),
-            max_concurrent_workflow_tasks=64,
-            max_concurrent_activities=64,
+            max_concurrent_workflow_tasks=max(2, WORKFLOW_TASK_SLOTS // len(shards)),
+            # Activities mostly wait on the server; they are cheap to run many.
+            max_concurrent_activities=max(16, ACTIVITY_SLOTS // len(shards)),
             graceful_shutdown_timeout=timedelta(seconds=10),
         )
         for shard in shards

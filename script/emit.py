@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--early", type=float, default=0.0)
     g.add_argument("--invalid", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=1)
+    g.add_argument(
+        "--run", default="", help="prefix for generated job ids (keeps runs apart)"
+    )
     g.add_argument("--rate", type=float, default=None, help="events per second cap")
     p.add_argument("--log-level", default=None)
     return p.parse_args(argv)
@@ -95,6 +98,7 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
             early=args.early,
             invalid=args.invalid,
             seed=args.seed,
+            run=args.run,
         )
         generated, _ = generate(spec)
         total = len(generated)

@@ -40,6 +40,8 @@ class WorkloadSpec:
     open_jobs: int = 100  # jobs whose events interleave at any moment
     payload_bytes: int = 400
     seed: int = 1
+    # Prepended to job ids, so that separate runs never share a job.
+    run: str = ""
 
 
 @dataclass
@@ -98,7 +100,11 @@ def _invalid(rng: random.Random, tenant: str, job: str, n: int, parts: int) -> b
     elif kind == 9:
         base["parts"] = parts + 1
     elif kind == 0:
-        return b'{"type": "analysis.result", "event_id": '  # not JSON
+        # not JSON (cut short)
+        return (
+            b'{"type": "analysis.result", "event_id": "%s", '
+            % base["event_id"].encode()
+        )
     if kind == 1:
         del base["payload"]
     elif kind == 2:
@@ -121,7 +127,7 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
     streams: list[list[bytes]] = []
     for j in range(spec.jobs):
         tenant = f"tenant-{j % spec.tenants:03d}"
-        job = f"job-{j:06d}"
+        job = f"job-{spec.run}{j:06d}"
         key = f"{tenant}/{job}"
         types = list(ANALYSIS_TYPES[: spec.types])
         at = BASE_TIME + timedelta(seconds=j)

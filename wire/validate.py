@@ -82,7 +82,11 @@ def reject(raw: bytes, reason: str) -> Rejection:
     """A rejection of ``raw`` with the ids that can be read from it."""
     ids = _Ids()
     if len(raw) <= RAW_KEEP_BYTES * 4:
-        with contextlib.suppress(msgspec.DecodeError):  # ValidationError too
+        # ValidationError is a DecodeError; the others come from broken UTF-8
+        # and absurd nesting.
+        with contextlib.suppress(
+            msgspec.DecodeError, UnicodeDecodeError, RecursionError
+        ):
             ids = _ids.decode(raw)
 
     def usable(value: Any) -> str | None:
@@ -131,10 +135,21 @@ def parse_event(raw: bytes, limits: Limits = Limits()) -> Event | Rejection:
         return reject(raw, _friendly(str(exc)))
     except msgspec.DecodeError as exc:
         return reject(raw, f"not valid JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        return reject(raw, f"not valid UTF-8: {exc.reason} at byte {exc.start}")
+    except RecursionError:
+        return reject(raw, "not valid JSON: nested too deeply")
     if isinstance(decoded, _AnalysisResultJSON):
         payload = bytes(decoded.payload)
         if not payload.lstrip().startswith(b"{"):
             return reject(raw, "Expected `object` - at `$.payload`")
+        try:
+            # msgspec skips over a Raw value without checking its strings.
+            payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return reject(
+                raw, f"not valid UTF-8: {exc.reason} at byte {exc.start} of `$.payload`"
+            )
         try:
             event: Event = _result_convert(
                 {

@@ -51,8 +51,10 @@ class RollupBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 def window_start_for(now: datetime, interval_s: float) -> datetime:
     """Windows are aligned to multiples of the interval since the epoch."""
-    elapsed = (now - EPOCH).total_seconds()
-    return EPOCH + timedelta(seconds=elapsed - elapsed % interval_s)
+    # Whole microseconds: float seconds would misplace times on a boundary.
+    interval = max(1, round(interval_s * 1_000_000))
+    elapsed = (now - EPOCH) // timedelta(microseconds=1)
+    return EPOCH + timedelta(microseconds=elapsed - elapsed % interval)
 
 
 def add(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -15,15 +15,35 @@ from sinks import stream_key
 from wire import RECORD_KINDS
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Cheap counts to poll on, without decoding every record."""
+
+    results: int
+    dead_letters: int
+    jobs_completed: int
+
+
 def file_records(directory: Path) -> list[dict]:
     records = []
     for kind in RECORD_KINDS:
         path = directory / f"{kind}.jsonl"
         if path.exists():
-            records += [
-                msgspec.json.decode(line) for line in path.read_bytes().splitlines()
-            ]
+            records += [msgspec.json.decode(x) for x in path.read_bytes().splitlines()]
     return records
+
+
+async def file_progress(directory: Path) -> Progress:
+    def lines(kind: str) -> list[bytes]:
+        path = directory / f"{kind}.jsonl"
+        return path.read_bytes().splitlines() if path.exists() else []
+
+    summaries = [msgspec.json.decode(x) for x in lines("tenant.summary")]
+    return Progress(
+        results=len(lines("job.result")),
+        dead_letters=len(lines("dead_letter")),
+        jobs_completed=sum(s["jobs_completed"] for s in summaries),
+    )
 
 
 async def redis_records(url: str, prefix: str = "eventflow") -> list[dict]:
@@ -38,31 +58,34 @@ async def redis_records(url: str, prefix: str = "eventflow") -> list[dict]:
         await client.aclose()
 
 
-def by_kind(records: list[dict]) -> Counter[str]:
-    return Counter(r["type"] for r in records)
+async def redis_progress(url: str, prefix: str = "eventflow") -> Progress:
+    client = aioredis.from_url(url)
+    try:
+        summaries = await client.xrange(stream_key(prefix, "tenant.summary"))
+        return Progress(
+            results=await client.xlen(stream_key(prefix, "job.result")),
+            dead_letters=await client.xlen(stream_key(prefix, "dead_letter")),
+            jobs_completed=sum(
+                msgspec.json.decode(fields[b"record"])["jobs_completed"]
+                for _id, fields in summaries
+            ),
+        )
+    finally:
+        await client.aclose()
 
 
-async def wait_for(
-    read: Callable[[], object],
-    done: Callable[[list[dict]], bool],
+async def wait_until(
+    progress: Callable[[], Awaitable[Progress]],
+    done: Callable[[Progress], bool],
     *,
-    timeout: float,
-    settle: float = 2.0,
-) -> list[dict]:
-    """Poll ``read`` until ``done`` holds, then once more after ``settle``
-    seconds, so records that should not exist have had time to appear."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read()
-        if asyncio.iscoroutine(records):
-            records = await records
-        if done(records):  # type: ignore[arg-type]
-            break
-        if time.monotonic() > deadline:
-            return records  # type: ignore[return-value]
+    limit_s: float,
+    settle_s: float = 2.0,
+) -> Progress:
+    """Poll until ``done`` holds (or ``limit_s`` passes), then wait ``settle_s``
+    more, so that records that should not exist have had time to appear."""
+    deadline = time.monotonic() + limit_s
+    # Polling an outside system: there is no event to wait on.
+    while not done(latest := await progress()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.5)
-    await asyncio.sleep(settle)
-    records = read()
-    if asyncio.iscoroutine(records):
-        records = await records
-    return records  # type: ignore[return-value]
+    await asyncio.sleep(settle_s)
+    return latest

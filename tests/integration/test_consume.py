@@ -17,7 +17,6 @@ from sinks import FileSink, RedisStreamSink, SinkRecord, stream_key
 from sinks.consumer import StreamConsumer
 from wire.records import RECORD_KINDS, DeadLetter, JobResult, Record, TenantSummary
 
-
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "eventflow-consume"
 

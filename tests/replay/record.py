@@ -34,7 +34,6 @@ async def record(target: Path) -> list[Path]:
         with tempfile.TemporaryDirectory() as out:
             async with running_workers(env.client, Path(out), SCENARIO_CONFIG):
                 await run_scenario(env.client)
-                target.mkdir(parents=True, exist_ok=True)
                 seen: dict[str, int] = {}
                 async for execution in env.client.list_workflows():
                     kind = execution.workflow_type.lower()
@@ -53,6 +52,7 @@ async def record(target: Path) -> list[Path]:
 
 def main() -> None:
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else HISTORIES / "v1"
+    target.mkdir(parents=True, exist_ok=True)
     paths = asyncio.run(record(target))
     print(f"recorded {len(paths)} histories in {target}")
 

@@ -151,12 +151,6 @@ def test_window_contains_now_and_starts_on_a_multiple(
     assert micros % round(interval_s * 1_000_000) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: window_start_for works in float seconds; with an interval that is "
-    "not a binary fraction (0.1 s) a time exactly on a boundary is put in the "
-    "window before it, which ends at that time and so does not contain it",
-)
 def test_window_contains_a_time_on_a_boundary_for_a_decimal_interval() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     start = window_start_for(now, 0.1)

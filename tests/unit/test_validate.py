@@ -271,12 +271,6 @@ def test_json_that_is_not_an_object_is_rejected(raw: bytes) -> None:
     assert "Expected `object`" in rejected(raw).reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: invalid UTF-8 inside a string field makes msgspec raise "
-    "UnicodeDecodeError, which parse_event does not catch",
-)
 @pytest.mark.parametrize(
     "raw",
     [
@@ -291,13 +285,6 @@ def test_invalid_utf8_inside_a_string_field_is_rejected_not_raised(raw: bytes) -
     rejected(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the payload is kept as msgspec.Raw without UTF-8 validation, so an "
-    "event whose payload holds invalid UTF-8 is accepted and its bytes land in "
-    "the (then invalid) JSON result record",
-)
 def test_invalid_utf8_inside_the_payload_is_rejected() -> None:
     rejected(result_with_payload(b'{"label":"caf\xe9"}'))
 
@@ -305,12 +292,6 @@ def test_invalid_utf8_inside_the_payload_is_rejected() -> None:
 DEEP = b"[" * 5000 + b"]" * 5000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: deeply nested JSON (a ~10 KB event) makes msgspec raise "
-    "RecursionError, which parse_event does not catch",
-)
 @pytest.mark.parametrize(
     "raw",
     [

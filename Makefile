@@ -1,0 +1,48 @@
+# Set-up and everyday commands. Works on a fresh machine with Python 3.11 and
+# make: uv is installed from PyPI when missing, and `make test` installs
+# Debian's redis-server where it is missing and it can.
+SHELL := /bin/bash
+UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+
+.PHONY: run test test-quick lint format bench histories setup redis-server
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+setup: $(UV)
+	$(UV) sync --frozen
+
+## The main job end to end: dev server + workers + generated workload -> ./data/out
+run: setup
+	$(UV) run python -m script.demo
+
+## The whole suite: lint, unit, integration (real dev server, real redis-server), replay
+test: setup redis-server
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run pytest
+
+## The suite without the slow end-to-end runs
+test-quick: setup redis-server
+	$(UV) run pytest -m "not slow"
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format: setup
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+## Record fresh workflow histories for the replay tests (commit them)
+histories: setup
+	$(UV) run python -m tests.replay.record tests/histories/$(or $(VERSION),v1)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install Redis 7 so that redis-server is on PATH"; exit 1; \
+	  fi; }

@@ -1,0 +1,351 @@
+"""A shard proxy's outbox: ingest, take for delivery, requeue after a failure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.rules import proxy as proxy_rules
+from actors.rules.proxy import (
+    IngestAck,
+    IngestBatch,
+    JobDelivery,
+    ProxySettings,
+    ProxyState,
+    ingest,
+    job_key,
+    requeue,
+    take,
+)
+from wire.events import AnalysisResult, Event, JobOpened, event_json
+from wire.validate import reject, rejection_id
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SETTINGS = ProxySettings(shard=0, shards=1, max_payload_bytes=1024)
+
+
+def result(
+    job_id: str, n: int, *, tenant_id: str = "tenant-a", **changes: Any
+) -> AnalysisResult:
+    fields: dict[str, Any] = {
+        "event_id": f"{job_id}:{n}",
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "analysis_type": "detect",
+        "part": n,
+        "parts": 100,
+        "payload": b'{"n":%d}' % n,
+        "at": T0,
+    }
+    fields.update(changes)
+    return AnalysisResult(**fields)
+
+
+def opened(job_id: str, *, tenant_id: str = "tenant-a", **changes: Any) -> JobOpened:
+    fields: dict[str, Any] = {
+        "event_id": f"{job_id}:opened",
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "required": ["detect"],
+        "at": T0,
+    }
+    fields.update(changes)
+    return JobOpened(**fields)
+
+
+def ids(events: list[Event]) -> list[str]:
+    return [e.event_id for e in events]
+
+
+def queued(state: ProxyState) -> int:
+    return sum(len(events) for events in state.outbox.values())
+
+
+def loaded(*jobs: tuple[str, int]) -> ProxyState:
+    """A proxy holding ``n`` events for each named job, interleaved."""
+    state = ProxyState()
+    longest = max(n for _, n in jobs)
+    events = [result(job, i) for i in range(longest) for job, n in jobs if i < n]
+    ingest(state, IngestBatch(events=events), SETTINGS)
+    return state
+
+
+# --- ingest --------------------------------------------------------------------------
+
+
+def test_ingest_queues_valid_events_per_job_key_in_arrival_order() -> None:
+    state = ProxyState()
+    events = [
+        result("job-1", 0),
+        opened("job-2"),
+        opened("job-1"),
+        result("job-1", 1, tenant_id="tenant-b"),
+        result("job-2", 0),
+    ]
+    ack = ingest(state, IngestBatch(events=events), SETTINGS)
+    assert ack == IngestAck(accepted=5)
+    assert list(state.outbox) == [
+        "tenant-a/job-1",
+        "tenant-a/job-2",
+        "tenant-b/job-1",
+    ]
+    assert ids(state.outbox["tenant-a/job-1"]) == ["job-1:0", "job-1:opened"]
+    assert ids(state.outbox["tenant-a/job-2"]) == ["job-2:opened", "job-2:0"]
+    assert state.pending == 5
+    assert state.accepted == 5
+
+
+def test_job_key_joins_tenant_and_job() -> None:
+    assert job_key("tenant-a", "job-1") == "tenant-a/job-1"
+
+
+def test_ingest_counts_duplicates_within_a_batch_and_across_batches() -> None:
+    state = ProxyState()
+    first = ingest(
+        state, IngestBatch(events=[result("j", 0), result("j", 0)]), SETTINGS
+    )
+    second = ingest(
+        state, IngestBatch(events=[result("j", 0), result("j", 1)]), SETTINGS
+    )
+    assert first == IngestAck(accepted=1, duplicates=1)
+    assert second == IngestAck(accepted=1, duplicates=1)
+    assert ids(state.outbox["tenant-a/j"]) == ["j:0", "j:1"]
+    assert (state.pending, state.duplicates) == (2, 2)
+
+
+def test_event_taken_for_delivery_is_still_a_duplicate() -> None:
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[result("j", 0)]), SETTINGS)
+    take(state, 100, set())
+    ack = ingest(state, IngestBatch(events=[result("j", 0)]), SETTINGS)
+    assert ack == IngestAck(duplicates=1)
+    assert state.outbox == {}
+    assert state.pending == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        pytest.param(result("j", 3, parts=2), "`$.part`", id="part-ge-parts"),
+        pytest.param(
+            result("j", 0, payload=b'{"x":"' + b"y" * 2000 + b'"}'),
+            "`$.payload`",
+            id="payload-over-limit",
+        ),
+        pytest.param(
+            opened("j", required=["detect", "detect"]), "`$.required`", id="dup-type"
+        ),
+    ],
+)
+def test_ingest_rechecks_semantic_rules_on_structs_built_directly(
+    event: Event, where: str
+) -> None:
+    """The proxy trusts no caller: rules the schema cannot express run again."""
+    state = ProxyState()
+    ack = ingest(state, IngestBatch(events=[event]), SETTINGS)
+    assert ack == IngestAck(rejected=1)
+    assert state.outbox == {}
+    assert state.pending == 0
+    [rejection] = state.rejections
+    assert where in rejection.reason
+    assert rejection.raw == event_json(event)
+    assert rejection.rejection_id == rejection_id(event_json(event))
+    assert (rejection.event_id, rejection.tenant_id, rejection.job_id) == (
+        event.event_id,
+        "tenant-a",
+        "j",
+    )
+
+
+def test_rejected_event_does_not_mark_its_id_as_seen() -> None:
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[result("j", 3, parts=2)]), SETTINGS)
+    ack = ingest(state, IngestBatch(events=[result("j", 1, parts=2)]), SETTINGS)
+    assert ack == IngestAck(accepted=1)
+
+
+def test_ingest_carries_edge_rejections() -> None:
+    state = ProxyState()
+    edge = [reject(b"not json", "not valid JSON"), reject(b"{}", "missing type")]
+    ack = ingest(state, IngestBatch(events=[result("j", 0)], rejections=edge), SETTINGS)
+    assert ack == IngestAck(accepted=1, rejected=2)
+    assert state.rejections == edge
+    assert state.rejected == 2
+
+
+def test_ingest_totals_accumulate_over_batches() -> None:
+    state = ProxyState()
+    edge = reject(b"x", "bad")
+    ingest(state, IngestBatch(events=[result("j", 0)], rejections=[edge]), SETTINGS)
+    ingest(
+        state, IngestBatch(events=[result("j", 0), result("j", 9, parts=2)]), SETTINGS
+    )
+    assert (state.accepted, state.duplicates, state.rejected) == (1, 1, 2)
+
+
+def test_recent_event_ids_are_bounded_and_forget_the_oldest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy_rules, "RECENT_EVENT_IDS", 3)
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[result("j", n) for n in range(4)]), SETTINGS)
+    assert list(state.recent) == ["j:1", "j:2", "j:3"]
+    ack = ingest(state, IngestBatch(events=[result("j", 0), result("j", 3)]), SETTINGS)
+    assert ack == IngestAck(accepted=1, duplicates=1)
+
+
+# --- take ----------------------------------------------------------------------------
+
+
+def test_take_never_includes_a_busy_job() -> None:
+    state = loaded(("a", 2), ("b", 2), ("c", 2))
+    taken = take(state, 100, {"tenant-a/b"})
+    assert [d.job_id for d in taken] == ["a", "c"]
+    assert list(state.outbox) == ["tenant-a/b"]
+    assert state.pending == 2
+
+
+def test_take_keeps_each_jobs_events_together_and_in_order() -> None:
+    state = loaded(("a", 3), ("b", 4))
+    taken = take(state, 100, set())
+    assert taken == [
+        JobDelivery(
+            tenant_id="tenant-a",
+            job_id="a",
+            events=[result("a", 0), result("a", 1), result("a", 2)],
+        ),
+        JobDelivery(
+            tenant_id="tenant-a",
+            job_id="b",
+            events=[result("b", i) for i in range(4)],
+        ),
+    ]
+
+
+def test_take_serves_jobs_in_the_order_they_first_queued() -> None:
+    state = loaded(("c", 1), ("a", 1), ("b", 1))
+    assert [d.job_id for d in take(state, 100, set())] == ["c", "a", "b"]
+
+
+def test_take_respects_the_limit_in_whole_jobs() -> None:
+    state = loaded(("a", 3), ("b", 3), ("c", 3), ("d", 3))
+    taken = take(state, 4, set())
+    # Whole jobs: it stops once the limit is reached, overshooting by less
+    # than one job.
+    assert [d.job_id for d in taken] == ["a", "b"]
+    assert sum(len(d.events) for d in taken) == 6
+    assert list(state.outbox) == ["tenant-a/c", "tenant-a/d"]
+
+
+def test_take_takes_a_job_larger_than_the_limit_whole() -> None:
+    state = loaded(("big", 10), ("small", 1))
+    [delivery] = take(state, 3, set())
+    assert delivery.job_id == "big"
+    assert len(delivery.events) == 10
+
+
+def test_take_from_an_empty_or_all_busy_outbox_takes_nothing() -> None:
+    assert take(ProxyState(), 10, set()) == []
+    state = loaded(("a", 2))
+    assert take(state, 10, {"tenant-a/a"}) == []
+    assert state.pending == 2
+
+
+def test_take_keeps_pending_equal_to_the_queued_events() -> None:
+    state = loaded(("a", 3), ("b", 1), ("c", 5))
+    assert state.pending == queued(state) == 9
+    take(state, 2, set())
+    assert state.pending == queued(state) == 6
+    take(state, 100, {"tenant-a/c"})
+    assert state.pending == queued(state) == 5
+
+
+# --- requeue -------------------------------------------------------------------------
+
+
+def test_requeue_puts_events_back_ahead_of_newer_ones() -> None:
+    state = loaded(("a", 2))
+    taken = take(state, 100, set())
+    ingest(state, IngestBatch(events=[result("a", 2), result("a", 3)]), SETTINGS)
+    requeue(state, taken, [])
+    assert ids(state.outbox["tenant-a/a"]) == ["a:0", "a:1", "a:2", "a:3"]
+    assert state.pending == queued(state) == 4
+
+
+def test_requeue_restores_a_job_with_no_newer_events() -> None:
+    state = loaded(("a", 2), ("b", 1))
+    taken = take(state, 1, set())
+    requeue(state, taken, [])
+    assert ids(state.outbox["tenant-a/a"]) == ["a:0", "a:1"]
+    assert state.pending == queued(state) == 3
+
+
+def test_requeue_puts_rejections_back_ahead_of_newer_ones() -> None:
+    state = ProxyState()
+    old = reject(b"old", "bad")
+    new = reject(b"new", "bad")
+    ingest(state, IngestBatch(rejections=[new]), SETTINGS)
+    requeue(state, [], [old])
+    assert state.rejections == [old, new]
+
+
+# --- property: nothing lost, nothing doubled, order kept ---------------------
+
+JOBS = ["a", "b", "c", "d"]
+
+
+@st.composite
+def operations(draw: Any) -> list[tuple[str, Any]]:
+    ops: list[tuple[str, Any]] = []
+    for _ in range(draw(st.integers(1, 25))):
+        kind = draw(st.sampled_from(["ingest", "take", "fail"]))
+        if kind == "ingest":
+            ops.append((kind, draw(st.lists(st.sampled_from(JOBS), max_size=6))))
+        elif kind == "take":
+            ops.append((kind, draw(st.integers(1, 6))))
+        else:
+            ops.append((kind, draw(st.integers(0, 3))))
+    return ops
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations())
+def test_outbox_never_loses_doubles_or_reorders_a_jobs_events(
+    ops: list[tuple[str, Any]],
+) -> None:
+    """Random ingests, takes and failed deliveries keep every invariant."""
+    state = ProxyState()
+    sent: dict[str, list[str]] = {job: [] for job in JOBS}
+    in_flight: list[JobDelivery] = []
+    delivered: dict[str, list[str]] = {job: [] for job in JOBS}
+    counter = 0
+    for kind, arg in ops:
+        if kind == "ingest":
+            events = []
+            for job in arg:
+                events.append(result(job, counter, part=0))
+                sent[job].append(f"{job}:{counter}")
+                counter += 1
+            ingest(state, IngestBatch(events=events), SETTINGS)
+        elif kind == "take":
+            busy = {job_key(d.tenant_id, d.job_id) for d in in_flight}
+            taken = take(state, arg, busy)
+            assert not busy & {job_key(d.tenant_id, d.job_id) for d in taken}
+            in_flight.extend(taken)
+        elif in_flight:
+            # Delivery arg (mod the in-flight count) fails; the rest succeed.
+            failed = in_flight.pop(arg % len(in_flight))
+            requeue(state, [failed], [])
+            for delivery in in_flight:
+                delivered[delivery.job_id].extend(ids(delivery.events))
+            in_flight = []
+        assert state.pending == queued(state)
+    for delivery in in_flight:
+        delivered[delivery.job_id].extend(ids(delivery.events))
+    for job in JOBS:
+        remaining = ids(state.outbox.get(job_key("tenant-a", job), []))
+        assert delivered[job] + remaining == sent[job]
