@@ -81,7 +81,7 @@ async def running_workers(
 SCENARIO_CONFIG = WorkerConfig(
     shards=SHARDS,
     job=JobSettings(default_deadline_s=30, linger_s=4, continue_as_new_after=40),
-    tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=40),
+    tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=12),
     proxy_continue_as_new_after=60,
     delivery_batch=5,
 )
