@@ -40,7 +40,9 @@ class JobWorkflow:
     def deliver(self, batch: JobBatch) -> rules.BatchAck:
         # Synchronous on purpose: an update that never awaits finishes in the
         # task that accepted it, so continue-as-new never strands one.
-        return rules.apply_batch(self._state, batch.events)
+        return rules.apply_batch(
+            self._state, batch.events, max_job_bytes=self._settings.max_job_bytes
+        )
 
     @workflow.query
     def state(self) -> rules.JobState:

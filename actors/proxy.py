@@ -112,7 +112,10 @@ class ProxyWorkflow:
             )
             while self._can_deliver():
                 deliveries = rules.take(
-                    state, self._settings.delivery_batch, self._busy
+                    state,
+                    self._settings.delivery_batch,
+                    self._busy,
+                    self._settings.delivery_bytes,
                 )
                 rejections, state.rejections = state.rejections, []
                 keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]

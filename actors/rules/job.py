@@ -30,6 +30,11 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Continue-as-new once the run's history reaches this many events, even if
     # Temporal has not suggested it yet. None: only when suggested.
     continue_as_new_after: int | None = None
+    # Payload bytes one job may hold. A job's data travels whole in its state
+    # (carried across continue-as-new) and in its publication, and Temporal
+    # refuses payloads over 2 MiB; parts past this cap are dead-lettered
+    # rather than let the job's workflow tasks fail.
+    max_job_bytes: int = 1 << 20
 
 
 class Slot(msgspec.Struct, kw_only=True):
@@ -68,6 +73,7 @@ class JobState(msgspec.Struct, kw_only=True):
     published_events: int = 0
     published_types: dict[str, int] = msgspec.field(default_factory=dict)
     refusals: list[Refusal] = msgspec.field(default_factory=list)
+    payload_bytes: int = 0
 
 
 class BatchAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,11 +150,13 @@ def refusal_id(tenant_id: str, job_id: str, event_id: str) -> str:
     return f"{tenant_id}/{job_id}/{event_id}"
 
 
-def apply_batch(state: JobState, events: list[Event]) -> BatchAck:
+def apply_batch(
+    state: JobState, events: list[Event], *, max_job_bytes: int | None = None
+) -> BatchAck:
     """Apply a batch of events in order; never raises for bad events."""
     accepted = duplicates = rejected = 0
     for event in events:
-        outcome = apply_event(state, event)
+        outcome = apply_event(state, event, max_job_bytes=max_job_bytes)
         if outcome is None:
             duplicates += 1
         elif outcome == ACCEPTED:
@@ -158,7 +166,9 @@ def apply_batch(state: JobState, events: list[Event]) -> BatchAck:
     return BatchAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
 
-def apply_event(state: JobState, event: Event) -> str | None:
+def apply_event(
+    state: JobState, event: Event, *, max_job_bytes: int | None = None
+) -> str | None:
     """Apply one event; returns ACCEPTED, REJECTED, or None for a duplicate."""
     if event.event_id in state.outcomes:
         return None
@@ -175,7 +185,7 @@ def apply_event(state: JobState, event: Event) -> str | None:
         case JobOpened():
             return _open(state, event)
         case AnalysisResult():
-            return _add_part(state, event)
+            return _add_part(state, event, max_job_bytes)
 
 
 def _refuse(state: JobState, event: Event, reason: str) -> str:
@@ -198,6 +208,7 @@ def _open(state: JobState, event: JobOpened) -> str:
     for analysis_type in [t for t in state.slots if t not in required]:
         for held in state.slots.pop(analysis_type).events:
             if held is not None:
+                state.payload_bytes -= len(held.payload)
                 _refuse(state, held, _not_required(analysis_type, event.required))
     return ACCEPTED
 
@@ -209,7 +220,7 @@ def _not_required(analysis_type: str, required: list[str]) -> str:
     )
 
 
-def _add_part(state: JobState, event: AnalysisResult) -> str:
+def _add_part(state: JobState, event: AnalysisResult, max_job_bytes: int | None) -> str:
     if state.opened is not None and event.analysis_type not in state.opened.required:
         return _refuse(
             state, event, _not_required(event.analysis_type, state.opened.required)
@@ -233,8 +244,19 @@ def _add_part(state: JobState, event: AnalysisResult) -> str:
             f"conflict: part {event.part} of {event.analysis_type!r} was already "
             f"filled by event {holder.event_id}",
         )
+    if (
+        max_job_bytes is not None
+        and state.payload_bytes + len(event.payload) > max_job_bytes
+    ):
+        return _refuse(
+            state,
+            event,
+            f"the job would hold more than {max_job_bytes} bytes of payloads "
+            f"(it holds {state.payload_bytes}) - at `$.payload`",
+        )
     slot.events[event.part] = event
     slot.filled += 1
+    state.payload_bytes += len(event.payload)
     state.outcomes[event.event_id] = ACCEPTED
     state.changes += 1
     return ACCEPTED

@@ -25,8 +25,10 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     # Past this many undelivered events the proxy refuses new batches (the
     # sender retries later) instead of growing without bound.
     max_pending: int = 50_000
-    # Events per delivery activity, and how many deliveries run at once.
+    # Events and payload bytes per delivery activity (Temporal refuses
+    # payloads over 2 MiB), and how many deliveries run at once.
     delivery_batch: int = 2_000
+    delivery_bytes: int = 1 << 20
     max_deliveries: int = 4
     continue_as_new_after: int | None = None
 
@@ -98,26 +100,47 @@ def ingest(state: ProxyState, batch: IngestBatch, settings: ProxySettings) -> In
     return IngestAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
 
-def take(state: ProxyState, limit: int, busy: set[str]) -> list[JobDelivery]:
-    """Remove up to about ``limit`` events for jobs not in ``busy``.
+def take(
+    state: ProxyState, limit: int, busy: set[str], max_bytes: int | None = None
+) -> list[JobDelivery]:
+    """Remove up to about ``limit`` events (and ``max_bytes`` of payload) for
+    jobs not in ``busy``; at least one event whenever a job is free.
 
-    A job's events always go whole into one delivery, and a job already being
-    delivered to is skipped: each job then has at most one update in flight
-    from this proxy, in arrival order.
+    A job's events go into one delivery in arrival order, and a job already
+    being delivered to is skipped: each job has at most one update in flight
+    from this proxy. Only a job whose events alone exceed the byte budget is
+    split, its later events staying queued for the next delivery.
     """
+    budget = max_bytes if max_bytes is not None else float("inf")
     taken: list[JobDelivery] = []
-    count = 0
+    count = size = 0
     for key in list(state.outbox):
-        if count >= limit:
+        if count >= limit or size >= budget:
             break
         if key in busy:
             continue
-        events = state.outbox.pop(key)
+        events = state.outbox[key]
+        n = weight = 0
+        for event in events:
+            cost = len(getattr(event, "payload", b""))
+            if n and size + weight + cost > budget:
+                break
+            n += 1
+            weight += cost
+        if taken and size + weight > budget:
+            break
+        if n == len(events):
+            del state.outbox[key]
+        else:
+            state.outbox[key] = events[n:]
         first = events[0]
         taken.append(
-            JobDelivery(tenant_id=first.tenant_id, job_id=first.job_id, events=events)
+            JobDelivery(
+                tenant_id=first.tenant_id, job_id=first.job_id, events=events[:n]
+            )
         )
-        count += len(events)
+        count += n
+        size += weight
     state.pending -= count
     return taken
 

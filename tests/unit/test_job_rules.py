@@ -610,3 +610,23 @@ def test_any_delivery_order_yields_exactly_one_complete_publication(
     assert publication.refusals == []
     assert decide(state, at(2), SETTINGS) is None
     assert decide(state, at(10**6), SETTINGS) is None
+
+
+def test_parts_past_the_job_byte_cap_are_refused_and_the_rest_kept() -> None:
+    state = fresh()
+    apply_event(state, opened("detect"))
+    parts = [result("detect", n, 3) for n in range(3)]
+    size = len(parts[0].payload)
+    ack = apply_batch(state, parts, max_job_bytes=2 * size)
+    assert ack == BatchAck(accepted=2, rejected=1)
+    (refusal,) = state.refusals
+    assert refusal.event.event_id == "detect-2"
+    assert f"more than {2 * size} bytes" in refusal.reason
+    assert state.payload_bytes == 2 * size
+
+
+def test_held_parts_refused_at_open_give_their_bytes_back() -> None:
+    state = fresh()
+    apply_batch(state, [result("ocr", 0, 1), result("detect", 0, 1)])
+    apply_event(state, opened("detect"))
+    assert state.payload_bytes == len(result("detect", 0, 1).payload)

@@ -349,3 +349,43 @@ def test_outbox_never_loses_doubles_or_reorders_a_jobs_events(
     for job in JOBS:
         remaining = ids(state.outbox.get(job_key("tenant-a", job), []))
         assert delivered[job] + remaining == sent[job]
+
+
+# --- byte budget -----------------------------------------------------------------
+
+
+def big(job_id: str, n: int, size: int) -> AnalysisResult:
+    return result(job_id, n, payload=b'{"blob":"%s"}' % (b"x" * size))
+
+
+def test_take_stops_before_the_byte_budget_in_whole_jobs() -> None:
+    state = ProxyState()
+    events = [big("a", 0, 600), big("b", 0, 600), big("c", 0, 100)]
+    ingest(state, IngestBatch(events=events), ProxySettings(shard=0, shards=1))
+    taken = take(state, limit=100, busy=set(), max_bytes=1000)
+    assert [d.job_id for d in taken] == ["a"]
+    assert list(state.outbox) == [job_key("tenant-a", "b"), job_key("tenant-a", "c")]
+    assert state.pending == 2
+
+
+def test_take_splits_only_a_job_that_alone_exceeds_the_byte_budget() -> None:
+    state = ProxyState()
+    events = [big("a", n, 600) for n in range(5)]
+    ingest(state, IngestBatch(events=events), ProxySettings(shard=0, shards=1))
+    first = take(state, limit=100, busy=set(), max_bytes=1500)
+    assert [ids(d.events) for d in first] == [["a:0", "a:1"]]
+    assert ids(state.outbox[job_key("tenant-a", "a")]) == ["a:2", "a:3", "a:4"]
+    rest = take(state, limit=100, busy=set(), max_bytes=1500)
+    assert [ids(d.events) for d in rest] == [["a:2", "a:3"]]
+    assert state.pending == 1
+
+
+def test_take_always_takes_one_event_even_over_the_byte_budget() -> None:
+    state = ProxyState()
+    ingest(
+        state, IngestBatch(events=[big("a", 0, 5000)]), ProxySettings(shard=0, shards=1)
+    )
+    (delivery,) = take(state, limit=100, busy=set(), max_bytes=1000)
+    assert ids(delivery.events) == ["a:0"]
+    assert state.outbox == {}
+    assert state.pending == 0
