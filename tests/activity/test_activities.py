@@ -1,0 +1,107 @@
+"""The activities in isolation (temporalio.testing.ActivityEnvironment),
+against a real dev server and real sinks: retries must not double anything."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from temporalio.testing import ActivityEnvironment
+
+from actors import routing
+from actors.activities import Activities
+from actors.config import WorkerConfig
+from actors.contracts import DeliverInput, PublishJobInput
+from actors.job import JobWorkflow
+from actors.pipelines import collected
+from actors.rules import job as job_rules
+from actors.rules.proxy import JobDelivery
+from actors.rules.tenant import TenantSettings
+from actors.tenant import TenantWorkflow
+from sinks import FileSink
+from tests.integration.records import file_records
+from tests.replay.scenario import opened, part, running_workers
+from wire import parse_event
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CONFIG = WorkerConfig(shards=1, tenant=TenantSettings(summary_interval_s=3600))
+
+
+def complete_job_publication() -> job_rules.Publication:
+    state = job_rules.new_job("acme", "j1", T0)
+    events = [parse_event(opened("acme", "j1", ["detect"]))]
+    events += [parse_event(part("acme", "j1", "detect", n, 2)) for n in range(2)]
+    events.append(parse_event(part("acme", "j1", "detect", 0, 2, eid="clash")))
+    job_rules.apply_batch(state, events)
+    publication = job_rules.decide(state, T0, job_rules.JobSettings())
+    assert publication is not None
+    return publication
+
+
+async def test_retried_publish_writes_each_record_once_and_counts_once(
+    temporal, tmp_path: Path
+) -> None:
+    publication = complete_job_publication()
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    payload = PublishJobInput(
+        tenant_id="acme", job_id="j1", publication=publication, at=T0
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        env = ActivityEnvironment(temporal.client)
+        for attempt in (1, 2, 3):  # the first try and two retries
+            env.info = dataclasses.replace(env.info, attempt=attempt)
+            await env.run(activities.publish_job, payload)
+        tenant = temporal.client.get_workflow_handle(routing.tenant_id_of("acme"))
+        state = await tenant.query(TenantWorkflow.state)
+    await sink.close()
+    records = file_records(tmp_path / "out")
+    assert sorted(r["type"] for r in records) == ["dead_letter", "job.result"]
+    (result,) = [r for r in records if r["type"] == "job.result"]
+    assert (result["result_id"], result["events"]) == ("acme/j1/1", 3)
+    assert state.counts.jobs_completed == 1
+    assert state.counts.events == 3
+    assert state.counts.dead_letters == 1
+
+
+async def test_retried_delivery_skips_jobs_the_first_attempt_reached(
+    temporal, tmp_path: Path
+) -> None:
+    deliveries = [
+        JobDelivery(
+            tenant_id="acme",
+            job_id=job,
+            events=[parse_event(opened("acme", job, ["detect"]))],
+        )
+        for job in ("done-before", "still-to-do")
+    ]
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        env = ActivityEnvironment(temporal.client)
+        # A retry: the heartbeat of attempt 1 says delivery 0 got through.
+        env.info = dataclasses.replace(
+            env.info,
+            attempt=2,
+            heartbeat_details=[[0]],
+            task_queue=routing.task_queue(0),
+        )
+        result = await env.run(
+            activities.deliver,
+            DeliverInput(deliveries=deliveries, rejections=[], at=T0),
+        )
+        ids = [execution.id async for execution in temporal.client.list_workflows()]
+        state = await temporal.client.get_workflow_handle(
+            routing.job_id_of("acme", "still-to-do")
+        ).query(JobWorkflow.state)
+    await sink.close()
+    assert result.ack.accepted == 1
+    assert routing.job_id_of("acme", "done-before") not in ids
+    assert state.opened is not None
+    assert msgspec.structs.asdict(state.opened)["job_id"] == "still-to-do"
