@@ -24,7 +24,7 @@ from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
 from script._common import configure_logging, positive_int
-from sinks import open_sink
+from sinks import open_sink, redact_url
 
 log = structlog.get_logger("script.worker")
 
@@ -133,7 +133,7 @@ async def main(args: argparse.Namespace) -> None:
         "worker started",
         shards=config.shards,
         serving=shards,
-        sink=config.sink.split("@")[-1],
+        sink=redact_url(config.sink),
         pipeline=config.pipeline,
     )
     async with contextlib.AsyncExitStack() as stack:
