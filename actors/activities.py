@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 
 import structlog
 from temporalio import activity
@@ -30,7 +31,7 @@ from actors.contracts import (
     TenantInput,
 )
 from actors.pipelines import Pipeline
-from actors.rules.job import BatchAck, RollupDelta
+from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
 from actors.rules.publish import job_records, rejection_records, too_late_records
 from actors.rules.tenant import RollupBatch
@@ -75,43 +76,62 @@ class Activities:
 
     @activity.defn(name="deliver")
     async def deliver(self, input: DeliverInput) -> DeliverResult:
-        """Send each job its events with update-with-start, many at once."""
-        # A retry skips the jobs an earlier attempt already reached (their
-        # indexes travel in the heartbeat); the jobs would de-duplicate anyway.
+        """Send each job its events with update-with-start, many at once, and
+        write the publications the jobs hand back."""
+        # A retry skips the jobs an earlier attempt finished (their indexes
+        # travel in the heartbeat). A job reached but not finished answers a
+        # retry with the same reply, publication included.
         details = activity.info().heartbeat_details
         done: set[int] = set(details[0]) if details else set()
-        # Dead letters first: they are idempotent, and cheap to write again.
-        records = [
-            SinkRecord.of(r) for r in rejection_records(input.rejections, input.at)
-        ]
-        if records:
-            await self._sink.write(records)
+        await self._write(
+            [SinkRecord.of(r) for r in rejection_records(input.rejections, input.at)]
+        )
         semaphore = asyncio.Semaphore(self._config.delivery_concurrency)
         acks: list[BatchAck] = []
         late: list[JobDelivery] = []
 
         async def one(index: int, delivery: JobDelivery) -> None:
+            delivery_id = f"{input.delivery_id}/{index}" if input.delivery_id else None
             async with semaphore:
-                ack = await self._send(delivery)
-            if ack is None:
+                reply = await self._send(delivery, delivery_id)
+            if reply is None:
                 late.append(delivery)
+                events = delivery.events
+                await self._write(
+                    [
+                        SinkRecord.of(r)
+                        for r in too_late_records(events, TOO_LATE, input.at)
+                    ]
+                )
             else:
-                acks.append(ack)
+                acks.append(reply.ack)
+                if reply.publication is not None:
+                    await self._publish(delivery.tenant_id, reply.publication, input.at)
             done.add(index)
 
-        outcomes = await asyncio.gather(
-            *(one(i, d) for i, d in enumerate(input.deliveries) if i not in done),
-            return_exceptions=True,
-        )
+        async def keep_alive() -> None:
+            # A slow job must not make this attempt look like a dead worker.
+            while True:
+                activity.heartbeat(sorted(done))
+                await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+        pulse = asyncio.create_task(keep_alive())
+        try:
+            outcomes = await asyncio.gather(
+                *(one(i, d) for i, d in enumerate(input.deliveries) if i not in done),
+                return_exceptions=True,
+            )
+        finally:
+            pulse.cancel()
         if late:
-            events = [e for d in late for e in d.events]
-            log.info("events for closed jobs dead-lettered", events=len(events))
-            await self._sink.write(
-                [SinkRecord.of(r) for r in too_late_records(events, TOO_LATE, input.at)]
+            log.info(
+                "events for closed jobs dead-lettered",
+                events=sum(len(d.events) for d in late),
             )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
-            # Everything that succeeded is in the heartbeat; retry the rest.
+            # What succeeded is in the last heartbeat; retry the rest.
+            activity.heartbeat(sorted(done))
             raise failures[0]
         return DeliverResult(
             ack=BatchAck(
@@ -122,7 +142,9 @@ class Activities:
             too_late=sum(len(d.events) for d in late),
         )
 
-    async def _send(self, delivery: JobDelivery) -> BatchAck | None:
+    async def _send(
+        self, delivery: JobDelivery, delivery_id: str | None
+    ) -> Reply | None:
         """One job's events; None when the job has closed for good."""
         from actors.job import JobWorkflow
 
@@ -143,7 +165,7 @@ class Activities:
         try:
             return await self._client.execute_update_with_start_workflow(
                 JobWorkflow.deliver,
-                JobBatch(events=delivery.events),
+                JobBatch(events=delivery.events, delivery_id=delivery_id),
                 start_workflow_operation=start,
             )
         except WorkflowAlreadyStartedError:
@@ -153,12 +175,19 @@ class Activities:
                 await start.workflow_handle()
             return None
 
+    async def _publish(
+        self, tenant_id: str, publication: Publication, at: datetime
+    ) -> None:
+        """Write a publication's records, then report it to the tenant."""
+        records = job_records(publication, self._pipeline, at)
+        await self._write([SinkRecord.of(r) for r in records])
+        await self._reports.submit(tenant_id, [publication.rollup])
+
     @activity.defn(name="publish_job")
     async def publish_job(self, input: PublishJobInput) -> None:
-        """Write a job publication, then report it to the tenant's rollup."""
-        records = job_records(input.publication, self._pipeline, input.at)
-        await self._write([SinkRecord.of(r) for r in records])
-        await self._reports.submit(input.tenant_id, [input.publication.rollup])
+        """Write a publication the job made itself (its deadline passed, or
+        events arrived while it was publishing)."""
+        await self._publish(input.tenant_id, input.publication, input.at)
 
     async def _send_report(self, tenant_id: str, deltas: list[RollupDelta]) -> None:
         from actors.tenant import TenantWorkflow

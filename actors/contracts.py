@@ -32,6 +32,10 @@ class JobInput(msgspec.Struct, frozen=True, kw_only=True):
 
 class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
     events: list[Event]
+    # Set by proxies: the job then hands its publication back in the reply,
+    # for the delivery to write, instead of publishing it itself. A retry
+    # carries the same id and gets the same reply.
+    delivery_id: str | None = None
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +56,9 @@ class DeliverInput(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[JobDelivery]
     rejections: list[Rejection]
     at: datetime
+    # Unique per delivery activity, stable across its retries; empty in
+    # histories from before jobs handed publications back.
+    delivery_id: str = ""
 
 
 class DeliverResult(msgspec.Struct, frozen=True, kw_only=True):

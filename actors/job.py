@@ -25,8 +25,11 @@ PUBLISH_RETRY = RetryPolicy(
 class JobWorkflow:
     """Collects a job's events and publishes its result versions.
 
-    Events arrive through the ``deliver`` update (from a shard proxy, batched
-    per job). The update only changes state; the main loop publishes.
+    Events arrive through the ``deliver`` update, from a shard proxy, batched
+    per job. When a delivery completes or amends the job, the publication goes
+    back in the update's reply and the proxy's delivery writes it, batched
+    with other jobs' (no activity, no extra workflow task here). What happens
+    without a delivery (the deadline passing) the main loop publishes itself.
     """
 
     @workflow.init
@@ -35,14 +38,38 @@ class JobWorkflow:
         self._state = input.state or rules.new_job(
             input.tenant_id, input.job_id, workflow.now()
         )
+        # True while the main loop has a publication in flight: a delivery
+        # must not hand off a second publication of the same version.
+        self._publishing = False
 
     @workflow.update
-    def deliver(self, batch: JobBatch) -> rules.BatchAck:
+    def deliver(self, batch: JobBatch) -> rules.Reply:
         # Synchronous on purpose: an update that never awaits finishes in the
         # task that accepted it, so continue-as-new never strands one.
-        return rules.apply_batch(
-            self._state, batch.events, max_job_bytes=self._settings.max_job_bytes
+        state = self._state
+        last = state.last_delivery
+        if (
+            batch.delivery_id is not None
+            and last
+            and last.delivery_id == batch.delivery_id
+        ):
+            return last  # a retried delivery: the same answer
+        ack = rules.apply_batch(
+            state, batch.events, max_job_bytes=self._settings.max_job_bytes
         )
+        if batch.delivery_id is None:
+            # A caller that does not write publications (and every delivery
+            # in histories from before hand-offs): the main loop publishes.
+            return rules.Reply(delivery_id="", ack=ack)
+        publication = None
+        if not self._publishing:
+            publication = rules.decide(state, workflow.now(), self._settings)
+            if publication is not None:
+                rules.commit(state, publication, workflow.now())
+        state.last_delivery = rules.Reply(
+            delivery_id=batch.delivery_id, ack=ack, publication=publication
+        )
+        return state.last_delivery
 
     @workflow.query
     def state(self) -> rules.JobState:
@@ -61,6 +88,7 @@ class JobWorkflow:
         while True:
             publication = rules.decide(state, workflow.now(), settings)
             if publication is not None:
+                self._publishing = True
                 await workflow.execute_activity_method(
                     Activities.publish_job,
                     PublishJobInput(
@@ -73,6 +101,7 @@ class JobWorkflow:
                     retry_policy=PUBLISH_RETRY,
                 )
                 rules.commit(state, publication, workflow.now())
+                self._publishing = False
                 continue
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -96,9 +125,17 @@ class JobWorkflow:
                 )
             wake = rules.next_wakeup(state, settings)
             timeout = None if wake is None else max(wake - workflow.now(), timedelta(0))
-            # The timeout is the deadline or the end of the linger period.
+            published = state.publications
+            # The timeout is the deadline or the end of the linger period. A
+            # delivery that hands off a publication moves that time, so it
+            # wakes the loop too (in the same task: the timer is replaced,
+            # not left to fire).
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: rules.has_work(state) or self._should_continue_as_new(),
+                    lambda published=published: (
+                        rules.has_work(state)
+                        or self._should_continue_as_new()
+                        or state.publications != published
+                    ),
                     timeout=timeout,
                 )

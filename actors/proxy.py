@@ -24,6 +24,7 @@ BACKPRESSURE = "Backpressure"
 # After a delivery fails for good, its jobs wait this long before another try,
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
+HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
 
 
 @workflow.defn(name="Proxy")
@@ -42,6 +43,7 @@ class ProxyWorkflow:
         # Jobs with a delivery in flight: at most one per job at a time.
         self._busy: set[str] = set()
         self._running = 0
+        self._deliveries = 0
 
     @workflow.update
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
@@ -121,6 +123,14 @@ class ProxyWorkflow:
                 keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
                 self._busy.update(keys)
                 self._running += 1
+                self._deliveries += 1
+                # Jobs hand their publications back to deliveries that carry
+                # an id (histories from before that carry none).
+                delivery_id = (
+                    f"{workflow.info().run_id}/{self._deliveries}"
+                    if workflow.patched(HANDOFF_PATCH)
+                    else ""
+                )
                 tasks.append(
                     asyncio.create_task(
                         self._deliver(
@@ -128,6 +138,7 @@ class ProxyWorkflow:
                                 deliveries=deliveries,
                                 rejections=rejections,
                                 at=workflow.now(),
+                                delivery_id=delivery_id,
                             ),
                             keys,
                         )

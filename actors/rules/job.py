@@ -31,10 +31,10 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Temporal has not suggested it yet. None: only when suggested.
     continue_as_new_after: int | None = None
     # Payload bytes one job may hold. A job's data travels whole in its state
-    # (carried across continue-as-new) and in its publication, and Temporal
-    # refuses payloads over 2 MiB; parts past this cap are dead-lettered
-    # rather than let the job's workflow tasks fail.
-    max_job_bytes: int = 1 << 20
+    # (carried across continue-as-new, with the last publication beside it)
+    # and in its publication, and Temporal refuses payloads over 2 MiB; parts
+    # past this cap are dead-lettered rather than let workflow tasks fail.
+    max_job_bytes: int = 768 * 1024
 
 
 class Slot(msgspec.Struct, kw_only=True):
@@ -74,6 +74,11 @@ class JobState(msgspec.Struct, kw_only=True):
     published_types: dict[str, int] = msgspec.field(default_factory=dict)
     refusals: list[Refusal] = msgspec.field(default_factory=list)
     payload_bytes: int = 0
+    # The last delivery and what it was answered, so that a retried delivery
+    # (same id) gets the same answer, publication included, even after
+    # continue-as-new. One is enough: a proxy sends a job its next delivery
+    # only once the previous one is written.
+    last_delivery: Reply | None = None
 
 
 class BatchAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,6 +87,15 @@ class BatchAck(msgspec.Struct, frozen=True, kw_only=True):
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to one delivery: what became of its events and, when they
+    completed or amended the job, the publication for the caller to write."""
+
+    delivery_id: str
+    ack: BatchAck
+    publication: Publication | None = None
 
 
 class JobSnapshot(msgspec.Struct, frozen=True, kw_only=True):

@@ -105,3 +105,40 @@ async def test_retried_delivery_skips_jobs_the_first_attempt_reached(
     assert routing.job_id_of("acme", "done-before") not in ids
     assert state.opened is not None
     assert msgspec.structs.asdict(state.opened)["job_id"] == "still-to-do"
+
+
+async def test_delivery_writes_the_publication_a_job_hands_back_once_across_retries(
+    temporal, tmp_path: Path
+) -> None:
+    events = [parse_event(opened("acme", "j9", ["detect"]))]
+    events += [parse_event(part("acme", "j9", "detect", n, 2)) for n in range(2)]
+    delivery = DeliverInput(
+        deliveries=[JobDelivery(tenant_id="acme", job_id="j9", events=events)],
+        rejections=[],
+        at=T0,
+        delivery_id="proxy-run/1",
+    )
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        env = ActivityEnvironment(temporal.client)
+        env.info = dataclasses.replace(env.info, task_queue=routing.task_queue(0))
+        first = await env.run(activities.deliver, delivery)
+        # A retry after the job answered: no heartbeat recorded it as done.
+        env.info = dataclasses.replace(env.info, attempt=2)
+        second = await env.run(activities.deliver, delivery)
+        tenant = temporal.client.get_workflow_handle(routing.tenant_id_of("acme"))
+        state = await tenant.query(TenantWorkflow.state)
+    await sink.close()
+    assert first.ack.accepted == 3
+    assert second.ack.accepted == 3, "the retry gets the first answer again"
+    (result,) = file_records(tmp_path / "out")
+    assert (result["result_id"], result["status"], result["events"]) == (
+        "acme/j9/1",
+        "complete",
+        3,
+    )
+    assert state.counts.jobs_completed == 1
+    assert state.counts.events == 3

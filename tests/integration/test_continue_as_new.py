@@ -17,7 +17,7 @@ from actors.client import EventSender
 from actors.config import WorkerConfig
 from actors.contracts import JobBatch, JobInput
 from actors.job import JobWorkflow
-from actors.rules.job import BatchAck, JobSettings
+from actors.rules.job import JobSettings, Reply
 from actors.rules.tenant import TenantSettings
 from tests.integration.records import file_progress, file_records, wait_until
 from tests.replay.scenario import running_workers
@@ -41,7 +41,7 @@ async def runs_of(client: Client, prefix: str) -> Counter[str]:
     return runs
 
 
-async def deliver_with_retry(client: Client, batch: JobBatch) -> BatchAck:
+async def deliver_with_retry(client: Client, batch: JobBatch) -> Reply:
     """What the proxy's delivery activity does, retried the way its activity
     retries are, when the update meets a run that is closing."""
     while True:
@@ -81,7 +81,7 @@ async def test_job_continues_as_new_under_concurrent_updates_without_loss(
     async with running_workers(temporal.client, tmp_path, STORM):
         # Eight senders at once, each sending every event once in its own
         # order: every event arrives eight times, concurrently.
-        async def sender(seed: int) -> list[BatchAck]:
+        async def sender(seed: int) -> list[Reply]:
             order = events[:]
             random.Random(seed).shuffle(order)
             return [
@@ -96,7 +96,7 @@ async def test_job_continues_as_new_under_concurrent_updates_without_loss(
             lambda: file_progress(tmp_path), lambda p: p.results >= 1, limit_s=60
         )
         runs = await runs_of(temporal.client, "job/")
-    accepted = sum(a.accepted for batch in acks for a in batch)
+    accepted = sum(a.ack.accepted for batch in acks for a in batch)
     assert accepted == len(events), "each event accepted exactly once"
     assert runs["job/t/storm"] > 3, "the job continued-as-new several times"
     (result,) = [r for r in file_records(tmp_path) if r["type"] == "job.result"]
