@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--shard",
         default="all",
-        help="the shard this process serves, 0..M-1, or 'all' (default)",
+        help="the shard(s) this process serves: N, a list N,N,... or 'all' "
+        "(default)",
     )
     p.add_argument(
         "--sink",
@@ -110,10 +111,10 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
 def shards_to_run(shard: str, shards: int) -> list[int]:
     if shard == "all":
         return list(range(shards))
-    n = int(shard)
-    if not 0 <= n < shards:
+    chosen = sorted({int(n) for n in shard.split(",")})
+    if not all(0 <= n < shards for n in chosen):
         raise SystemExit(f"--shard must be in 0..{shards - 1} or 'all', got {shard}")
-    return [n]
+    return chosen
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -42,6 +42,8 @@ class WorkloadSpec:
     seed: int = 1
     # Prepended to job ids, so that separate runs never share a job.
     run: str = ""
+    # Share of all jobs that belong to tenant-000 (the rest round-robin).
+    hot_share: float = 0.0
 
 
 @dataclass
@@ -126,7 +128,10 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
     expected = Expected()
     streams: list[list[bytes]] = []
     for j in range(spec.jobs):
-        tenant = f"tenant-{j % spec.tenants:03d}"
+        if spec.hot_share and rng.random() < spec.hot_share:
+            tenant = "tenant-000"
+        else:
+            tenant = f"tenant-{j % spec.tenants:03d}"
         job = f"job-{spec.run}{j:06d}"
         key = f"{tenant}/{job}"
         types = list(ANALYSIS_TYPES[: spec.types])
