@@ -67,6 +67,7 @@ async def running_workers(
         sink=sink,
         pipeline=collected,
         shards=range(config.shards),
+        strict=True,  # the sandbox polices the workflow modules here
     )
     try:
         for worker in workers:

@@ -30,7 +30,7 @@ def replayer(workflows: list[type]) -> Replayer:
     return Replayer(
         workflows=workflows,
         data_converter=DATA_CONVERTER,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(strict=True),
     )
 
 
