@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from temporalio.client import (
@@ -248,4 +249,85 @@ async def send_batch(
                 delay_s=round(delay, 2),
             )
         await asyncio.sleep(delay)
+        delay = min(delay * 2, max_backoff_s)
+
+
+class SendTimeout(TimeoutError):
+    """A batch was not accepted within its deadline; ``last_error`` says why
+    (None when the one attempt simply ran out of time)."""
+
+    def __init__(self, shard: int, deadline_s: float, last_error: str | None) -> None:
+        super().__init__(
+            f"shard {shard}: not accepted within {deadline_s:g}s"
+            + (f" (last error: {last_error})" if last_error else "")
+        )
+        self.shard = shard
+        self.last_error = last_error
+
+
+def is_backpressure(exc: BaseException) -> bool:
+    """Whether a failed send was the proxy refusing more work for now."""
+    if isinstance(exc, WorkflowUpdateFailedError):
+        cause = exc.cause
+        return isinstance(cause, ApplicationError) and cause.type == BACKPRESSURE
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
+
+
+async def send_batch_within(
+    client: Client,
+    shard: int,
+    shards: int,
+    batch: IngestBatch,
+    *,
+    deadline_s: float,
+    max_backoff_s: float = 1.0,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> IngestAck:
+    """``send_batch`` with a deadline: retries what ``send_batch`` retries,
+    but raises ``SendTimeout`` once ``deadline_s`` has passed.
+
+    For senders that answer someone who can retry (the HTTP ingress answers
+    503): a batch that lands after its deadline is harmless, because the
+    update id and the event ids de-duplicate the retry. Each attempt's RPC
+    carries the time left, so the server gives up on it too. ``on_retry`` sees
+    every retried error (the ingress uses it to notice back-pressure).
+    """
+    update_id = _update_id(batch)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    delay = 0.05
+    last_error: str | None = None
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise SendTimeout(shard, deadline_s, last_error)
+        try:
+            async with asyncio.timeout(left):
+                return await client.execute_update_with_start_workflow(
+                    ProxyWorkflow.ingest,
+                    batch,
+                    start_workflow_operation=_proxy_start(shard, shards),
+                    id=update_id,
+                    rpc_timeout=timedelta(seconds=left),
+                )
+        except TimeoutError:
+            raise SendTimeout(shard, deadline_s, last_error) from None
+        except (
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+            RPCError,
+        ) as exc:
+            if not _retryable(exc):
+                raise
+            last_error = type(exc).__name__
+            if on_retry is not None:
+                on_retry(exc)
+            log.debug(
+                "proxy update retried",
+                shard=shard,
+                error=last_error,
+                cause=str(getattr(exc, "cause", None) or exc)[:200],
+                delay_s=round(delay, 2),
+            )
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, max_backoff_s)
