@@ -1,0 +1,26 @@
+"""The benchmark's machinery on tiny workloads, so that it cannot rot
+unnoticed. Figures are not asserted: timings belong in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from script.bench import WORKLOADS, markdown, run_naive, run_pipeline, sized
+
+
+async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
+    pipeline = await run_pipeline(sized(WORKLOADS["burst"], 10, "smoke"))
+    baseline = await run_naive(sized(WORKLOADS["burst"], 3, "smoke"))
+    assert pipeline["results"] == 10
+    assert baseline["results"] == 3
+    for figures in (pipeline, baseline):
+        assert figures["events_per_min"] > 0
+        assert figures["history_bytes_per_event"] > 0
+        assert figures["p50_s"] <= figures["p99_s"]
+    table = markdown(
+        {
+            "calibration": {"deliveries_per_s": 100.0},
+            "burst": pipeline,
+            "baseline": baseline,
+        }
+    )
+    assert "| burst |" in table
+    assert "| baseline |" in table
