@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from datetime import datetime
 
+import msgspec
 import structlog
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
@@ -27,6 +28,7 @@ from actors.contracts import (
     JobInput,
     PublishJobInput,
     PublishSummaryInput,
+    ReportInput,
     SettingsRequest,
     TenantInput,
 )
@@ -83,6 +85,13 @@ class Activities:
         # retry with the same reply, publication included.
         details = activity.info().heartbeat_details
         done: set[int] = set(details[0]) if details else set()
+        # Rollups of publications already written travel with the heartbeat
+        # too, so that a retry still returns them.
+        rollups: dict[str, list[RollupDelta]] = (
+            msgspec.convert(details[1], dict[str, list[RollupDelta]])
+            if len(details) > 1
+            else {}
+        )
         await self._write(
             [SinkRecord.of(r) for r in rejection_records(input.rejections, input.at)]
         )
@@ -105,14 +114,23 @@ class Activities:
                 )
             else:
                 acks.append(reply.ack)
-                if reply.publication is not None:
-                    await self._publish(delivery.tenant_id, reply.publication, input.at)
+                publication = reply.publication
+                if publication is not None:
+                    await self._write_publication(publication, input.at)
+                    if input.report_rollups:
+                        await self._reports.submit(
+                            delivery.tenant_id, [publication.rollup]
+                        )
+                    else:
+                        rollups.setdefault(delivery.tenant_id, []).append(
+                            publication.rollup
+                        )
             done.add(index)
 
         async def keep_alive() -> None:
             # A slow job must not make this attempt look like a dead worker.
             while True:
-                activity.heartbeat(sorted(done))
+                activity.heartbeat(sorted(done), rollups)
                 await asyncio.sleep(HEARTBEAT_EVERY_S)
 
         pulse = asyncio.create_task(keep_alive())
@@ -131,7 +149,7 @@ class Activities:
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
             # What succeeded is in the last heartbeat; retry the rest.
-            activity.heartbeat(sorted(done))
+            activity.heartbeat(sorted(done), rollups)
             raise failures[0]
         return DeliverResult(
             ack=BatchAck(
@@ -140,6 +158,7 @@ class Activities:
                 rejected=sum(a.rejected for a in acks),
             ),
             too_late=sum(len(d.events) for d in late),
+            rollups=rollups,
         )
 
     async def _send(
@@ -175,19 +194,26 @@ class Activities:
                 await start.workflow_handle()
             return None
 
-    async def _publish(
-        self, tenant_id: str, publication: Publication, at: datetime
-    ) -> None:
-        """Write a publication's records, then report it to the tenant."""
+    async def _write_publication(self, publication: Publication, at: datetime) -> None:
         records = job_records(publication, self._pipeline, at)
         await self._write([SinkRecord.of(r) for r in records])
-        await self._reports.submit(tenant_id, [publication.rollup])
+
+    @activity.defn(name="report")
+    async def report(self, input: ReportInput) -> None:
+        """Report rollups a proxy gathered: one update per tenant."""
+        await asyncio.gather(
+            *(
+                self._reports.submit(tenant_id, deltas)
+                for tenant_id, deltas in input.rollups.items()
+            )
+        )
 
     @activity.defn(name="publish_job")
     async def publish_job(self, input: PublishJobInput) -> None:
         """Write a publication the job made itself (its deadline passed, or
-        events arrived while it was publishing)."""
-        await self._publish(input.tenant_id, input.publication, input.at)
+        events arrived while it was publishing), and report it."""
+        await self._write_publication(input.publication, input.at)
+        await self._reports.submit(input.tenant_id, [input.publication.rollup])
 
     async def _send_report(self, tenant_id: str, deltas: list[RollupDelta]) -> None:
         from actors.tenant import TenantWorkflow

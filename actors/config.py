@@ -46,6 +46,7 @@ class WorkerConfig:
     # Concurrent job updates within one delivery activity.
     delivery_concurrency: int = 64
     proxy_continue_as_new_after: int | None = None
+    rollup_interval_s: float = 5.0
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(
@@ -56,4 +57,5 @@ class WorkerConfig:
             delivery_batch=self.delivery_batch,
             max_deliveries=self.max_deliveries,
             continue_as_new_after=self.proxy_continue_as_new_after,
+            rollup_interval_s=self.rollup_interval_s,
         )

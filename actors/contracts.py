@@ -10,7 +10,13 @@ from datetime import datetime
 
 import msgspec
 
-from actors.rules.job import BatchAck, JobSettings, JobState, Publication
+from actors.rules.job import (
+    BatchAck,
+    JobSettings,
+    JobState,
+    Publication,
+    RollupDelta,
+)
 from actors.rules.proxy import JobDelivery, ProxySettings, ProxyState
 from actors.rules.tenant import TenantSettings, TenantState
 from wire.events import Event
@@ -59,12 +65,25 @@ class DeliverInput(msgspec.Struct, frozen=True, kw_only=True):
     # Unique per delivery activity, stable across its retries; empty in
     # histories from before jobs handed publications back.
     delivery_id: str = ""
+    # True (histories from before proxies batched rollups): the activity
+    # reports each publication to its tenant itself. False: it returns the
+    # rollups and the proxy reports them in batches.
+    report_rollups: bool = True
 
 
 class DeliverResult(msgspec.Struct, frozen=True, kw_only=True):
     ack: BatchAck
     # Events for jobs that had already closed; dead-lettered as too late.
     too_late: int = 0
+    # Rollups of the publications written, per tenant, when the proxy
+    # reports them (DeliverInput.report_rollups is False).
+    rollups: dict[str, list[RollupDelta]] = msgspec.field(default_factory=dict)
+
+
+class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Rollups for several tenants, one tenant update each."""
+
+    rollups: dict[str, list[RollupDelta]]
 
 
 class PublishJobInput(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ in ``actors.rules.proxy``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -12,8 +13,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from actors.activities import Activities
-    from actors.contracts import DeliverInput, ProxyInput, SettingsRequest
+    from actors.contracts import (
+        DeliverInput,
+        ProxyInput,
+        ReportInput,
+        SettingsRequest,
+    )
     from actors.rules import proxy as rules
+    from actors.rules.job import RollupDelta
 
 DELIVER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -25,6 +32,7 @@ BACKPRESSURE = "Backpressure"
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
 HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
+ROLLUP_PATCH = "proxies-report-rollups-in-batches"
 
 
 @workflow.defn(name="Proxy")
@@ -44,6 +52,8 @@ class ProxyWorkflow:
         self._busy: set[str] = set()
         self._running = 0
         self._deliveries = 0
+        self._reporting = False
+        self._next_report = workflow.now()
 
     @workflow.update
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
@@ -79,13 +89,14 @@ class ProxyWorkflow:
 
     async def _deliver(self, input: DeliverInput, keys: list[str]) -> None:
         try:
-            await workflow.execute_activity_method(
+            result = await workflow.execute_activity_method(
                 Activities.deliver,
                 input,
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=DELIVER_RETRY,
             )
+            rules.gather_rollups(self._state, result.rollups)
         except ActivityError:
             # Retries are unlimited, so this is a non-retryable failure (a bug
             # or a poisoned batch). Keep the events rather than drop them: they
@@ -96,6 +107,37 @@ class ProxyWorkflow:
         finally:
             self._busy.difference_update(keys)
             self._running -= 1
+
+    def _report_due(self) -> bool:
+        return (
+            bool(self._state.rollups)
+            and not self._reporting
+            and workflow.now() >= self._next_report
+        )
+
+    def _until_report(self) -> timedelta | None:
+        """How long until held rollups are due; None when none are held (so
+        no timer runs while there is nothing to report)."""
+        if not self._state.rollups or self._reporting:
+            return None
+        return max(self._next_report - workflow.now(), timedelta(0))
+
+    async def _report(self, rollups: dict[str, list[RollupDelta]]) -> None:
+        try:
+            await workflow.execute_activity_method(
+                Activities.report,
+                ReportInput(rollups=rollups),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=DELIVER_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.exception("rollup report failed; rollups kept")
+            rules.restore_rollups(self._state, rollups)
+        finally:
+            self._reporting = False
+            self._next_report = workflow.now() + timedelta(
+                seconds=self._settings.rollup_interval_s
+            )
 
     @workflow.run
     async def run(self, input: ProxyInput) -> None:
@@ -108,10 +150,29 @@ class ProxyWorkflow:
         )
         state = self._state
         tasks: list[asyncio.Task[None]] = []
+        self._next_report = workflow.now() + timedelta(
+            seconds=self._settings.rollup_interval_s
+        )
         while not self._should_continue_as_new():
-            await workflow.wait_condition(
-                lambda: self._can_deliver() or self._should_continue_as_new()
-            )
+            # A timer runs only while rollups wait for their report; rollups
+            # arriving while none runs wake the loop to start one.
+            timeout = self._until_report()
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda armed=timeout is not None: (
+                        self._can_deliver()
+                        or self._should_continue_as_new()
+                        or self._report_due()
+                        or (not armed and self._until_report() is not None)
+                    ),
+                    timeout=timeout,
+                )
+            if self._report_due():
+                # Taken and flagged here, before the task first runs, so the
+                # next check cannot start a second report.
+                self._reporting = True
+                rollups = rules.take_rollups(state)
+                tasks.append(asyncio.create_task(self._report(rollups)))
             while self._can_deliver():
                 deliveries = rules.take(
                     state,
@@ -131,6 +192,9 @@ class ProxyWorkflow:
                     if workflow.patched(HANDOFF_PATCH)
                     else ""
                 )
+                # Deliveries hand rollups back for the proxy to report in
+                # batches (histories from before report them themselves).
+                batched = workflow.patched(ROLLUP_PATCH)
                 tasks.append(
                     asyncio.create_task(
                         self._deliver(
@@ -139,15 +203,21 @@ class ProxyWorkflow:
                                 rejections=rejections,
                                 at=workflow.now(),
                                 delivery_id=delivery_id,
+                                report_rollups=not batched,
                             ),
                             keys,
                         )
                     )
                 )
             tasks = [task for task in tasks if not task.done()]
-        # Deliveries in flight belong to this run: finish them first. Updates
-        # accepted meanwhile only add to the state carried over.
+        # Deliveries and reports in flight belong to this run: finish them
+        # first. Updates accepted meanwhile only add to the state carried over,
+        # and so do rollups not yet reported.
         await workflow.wait_condition(
-            lambda: self._running == 0 and workflow.all_handlers_finished()
+            lambda: (
+                self._running == 0
+                and not self._reporting
+                and workflow.all_handlers_finished()
+            )
         )
         workflow.continue_as_new(ProxyInput(settings=self._settings, state=state))

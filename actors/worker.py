@@ -87,6 +87,7 @@ def build_workers(
                 activities.deliver,
                 activities.publish_job,
                 activities.publish_summary,
+                activities.report,
             ],
             workflow_runner=workflow_runner(strict=strict),
             max_concurrent_workflow_tasks=max(2, WORKFLOW_TASK_SLOTS // len(shards)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.rules.job import RollupDelta
 from wire.events import Event, event_json, semantic_error
 from wire.validate import Rejection, reject
 
@@ -31,6 +32,10 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_bytes: int = 1 << 20
     max_deliveries: int = 4
     continue_as_new_after: int | None = None
+    # Tenant rollups are gathered here and reported at most this often, one
+    # update per tenant: rollups are off every job's path, and a tenant's
+    # update rate does not grow with its traffic.
+    rollup_interval_s: float = 5.0
 
 
 class IngestBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +66,8 @@ class ProxyState(msgspec.Struct, kw_only=True):
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # tenant -> rollups of written publications not yet reported
+    rollups: dict[str, list[RollupDelta]] = msgspec.field(default_factory=dict)
 
 
 def job_key(tenant_id: str, job_id: str) -> str:
@@ -155,3 +162,21 @@ def requeue(
         state.outbox[key] = delivery.events + newer
         state.pending += len(delivery.events)
     state.rejections[:0] = rejections
+
+
+def gather_rollups(state: ProxyState, rollups: dict[str, list[RollupDelta]]) -> None:
+    """Hold the rollups a delivery returned until the next report."""
+    for tenant_id, deltas in rollups.items():
+        state.rollups.setdefault(tenant_id, []).extend(deltas)
+
+
+def take_rollups(state: ProxyState) -> dict[str, list[RollupDelta]]:
+    """Everything held for the tenants, to report in one go."""
+    rollups, state.rollups = state.rollups, {}
+    return rollups
+
+
+def restore_rollups(state: ProxyState, rollups: dict[str, list[RollupDelta]]) -> None:
+    """Put back the rollups of a report that failed, ahead of newer ones."""
+    for tenant_id, deltas in rollups.items():
+        state.rollups[tenant_id] = deltas + state.rollups.get(tenant_id, [])

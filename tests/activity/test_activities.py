@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from actors import routing
 from actors.activities import Activities
 from actors.config import WorkerConfig
-from actors.contracts import DeliverInput, PublishJobInput
+from actors.contracts import DeliverInput, PublishJobInput, ReportInput
 from actors.job import JobWorkflow
 from actors.pipelines import collected
 from actors.rules import job as job_rules
@@ -140,5 +140,42 @@ async def test_delivery_writes_the_publication_a_job_hands_back_once_across_retr
         "complete",
         3,
     )
+    assert state.counts.jobs_completed == 1
+    assert state.counts.events == 3
+
+
+async def test_delivery_returns_rollups_for_the_proxy_and_report_sends_them(
+    temporal, tmp_path: Path
+) -> None:
+    events = [parse_event(opened("acme", "j7", ["detect"]))]
+    events += [parse_event(part("acme", "j7", "detect", n, 2)) for n in range(2)]
+    delivery = DeliverInput(
+        deliveries=[JobDelivery(tenant_id="acme", job_id="j7", events=events)],
+        rejections=[],
+        at=T0,
+        delivery_id="proxy-run/7",
+        report_rollups=False,
+    )
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        env = ActivityEnvironment(temporal.client)
+        env.info = dataclasses.replace(env.info, task_queue=routing.task_queue(0))
+        result = await env.run(activities.deliver, delivery)
+        (delta,) = result.rollups["acme"]
+        assert (delta.status, delta.events) == ("complete", 3)
+        tenants = [
+            e.id
+            async for e in temporal.client.list_workflows()
+            if e.id.startswith("tenant/")
+        ]
+        assert tenants == [], "the delivery left reporting to the proxy"
+        for _ in range(2):  # the report, then a retry of it
+            await env.run(activities.report, ReportInput(rollups=result.rollups))
+        tenant = temporal.client.get_workflow_handle(routing.tenant_id_of("acme"))
+        state = await tenant.query(TenantWorkflow.state)
+    await sink.close()
     assert state.counts.jobs_completed == 1
     assert state.counts.events == 3

@@ -85,6 +85,7 @@ SCENARIO_CONFIG = WorkerConfig(
     tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=12),
     proxy_continue_as_new_after=60,
     delivery_batch=5,
+    rollup_interval_s=1,
 )
 
 
