@@ -41,8 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--shard",
         default="all",
-        help="the shard(s) this process serves: N, a list N,N,... or 'all' "
-        "(default)",
+        help="the shard(s) this process serves: N, a list N,N,... or 'all' (default)",
     )
     p.add_argument(
         "--sink",
