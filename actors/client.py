@@ -216,7 +216,7 @@ async def send_batch(
     shards: int,
     batch: IngestBatch,
     *,
-    max_backoff_s: float = 10.0,
+    max_backoff_s: float = 2.0,
 ) -> IngestAck:
     """Send one batch to its shard's proxy, retrying until it is accepted.
 
@@ -273,6 +273,19 @@ def is_backpressure(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
 
 
+_HARD_CUT_GRACE_S = 1.0
+
+
+def _settle(start: WithStartWorkflowOperation) -> None:
+    # A failed update-with-start also fails the start operation's own future,
+    # which nobody awaits here; reading its error keeps asyncio from logging
+    # "Future exception was never retrieved" for every failed attempt. (The
+    # SDK has no public way to ask whether it is done.)
+    future = getattr(start, "_workflow_handle", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
+
+
 async def send_batch_within(
     client: Client,
     shard: int,
@@ -289,7 +302,8 @@ async def send_batch_within(
     For senders that answer someone who can retry (the HTTP ingress answers
     503): a batch that lands after its deadline is harmless, because the
     update id and the event ids de-duplicate the retry. Each attempt's RPC
-    carries the time left, so the server gives up on it too. ``on_retry`` sees
+    carries the time left, so the server gives up on it too (a call that
+    hangs regardless is cut a second after the deadline). ``on_retry`` sees
     every retried error (the ingress uses it to notice back-pressure).
     """
     update_id = _update_id(batch)
@@ -301,12 +315,15 @@ async def send_batch_within(
         left = deadline - loop.time()
         if left <= 0:
             raise SendTimeout(shard, deadline_s, last_error)
+        start = _proxy_start(shard, shards)
         try:
-            async with asyncio.timeout(left):
+            # The RPC's own deadline normally ends a slow attempt; the hard
+            # cut a moment later covers the client's internal retries.
+            async with asyncio.timeout(left + _HARD_CUT_GRACE_S):
                 return await client.execute_update_with_start_workflow(
                     ProxyWorkflow.ingest,
                     batch,
-                    start_workflow_operation=_proxy_start(shard, shards),
+                    start_workflow_operation=start,
                     id=update_id,
                     rpc_timeout=timedelta(seconds=left),
                 )
@@ -329,5 +346,7 @@ async def send_batch_within(
                 cause=str(getattr(exc, "cause", None) or exc)[:200],
                 delay_s=round(delay, 2),
             )
+        finally:
+            _settle(start)
         await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, max_backoff_s)

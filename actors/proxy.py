@@ -33,6 +33,7 @@ BACKPRESSURE = "Backpressure"
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
 HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
 ROLLUP_PATCH = "proxies-report-rollups-in-batches"
+DRAIN_PATCH = "proxies-drain-before-continue-as-new"
 
 
 @workflow.defn(name="Proxy")
@@ -54,6 +55,7 @@ class ProxyWorkflow:
         self._deliveries = 0
         self._reporting = False
         self._next_report = workflow.now()
+        self._draining = False
 
     @workflow.update
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
@@ -62,6 +64,11 @@ class ProxyWorkflow:
     @ingest.validator
     def _admit(self, batch: rules.IngestBatch) -> None:
         # A rejected update leaves no trace in history, so pushing back is cheap.
+        if self._draining:
+            raise ApplicationError(
+                f"shard {self._settings.shard} is continuing as new; retry shortly",
+                type=BACKPRESSURE,
+            )
         if self._state.pending >= self._settings.max_pending:
             raise ApplicationError(
                 f"shard {self._settings.shard} has {self._state.pending} events "
@@ -108,6 +115,10 @@ class ProxyWorkflow:
             self._busy.difference_update(keys)
             self._running -= 1
 
+    def _drained(self) -> bool:
+        state = self._state
+        return not state.outbox and not state.rejections and self._running == 0
+
     def _report_due(self) -> bool:
         return (
             bool(self._state.rollups)
@@ -153,7 +164,16 @@ class ProxyWorkflow:
         self._next_report = workflow.now() + timedelta(
             seconds=self._settings.rollup_interval_s
         )
-        while not self._should_continue_as_new():
+        while True:
+            if not self._draining and self._should_continue_as_new():
+                if not workflow.patched(DRAIN_PATCH):
+                    break  # histories from before draining
+                # Refuse new batches (the validator pushes back), deliver what
+                # is queued, then continue-as-new with an empty outbox: what is
+                # carried over stays small however busy the shard is.
+                self._draining = True
+            if self._draining and self._drained():
+                break
             # A timer runs only while rollups wait for their report; rollups
             # arriving while none runs wake the loop to start one.
             timeout = self._until_report()
@@ -161,7 +181,8 @@ class ProxyWorkflow:
                 await workflow.wait_condition(
                     lambda armed=timeout is not None: (
                         self._can_deliver()
-                        or self._should_continue_as_new()
+                        or (not self._draining and self._should_continue_as_new())
+                        or (self._draining and self._drained())
                         or self._report_due()
                         or (not armed and self._until_report() is not None)
                     ),

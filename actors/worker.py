@@ -29,6 +29,11 @@ WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
 # server, where they wait safely.
 WORKFLOW_TASK_SLOTS = 32
 ACTIVITY_SLOTS = 256
+# Workflows one process keeps in memory (sticky cache), shared by its shard
+# workers. A finished job rarely needs its cached instance again; an evicted
+# one replays its short history if it does. This bounds the worker's memory
+# (about 875 MiB peak with 4,000 cached job instances on the burst workload).
+CACHED_WORKFLOWS = 1500
 
 # Deterministic, side-effect-free modules the workflows use. Passing them
 # through spares the sandbox re-importing them for every workflow run.
@@ -91,6 +96,7 @@ def build_workers(
             ],
             workflow_runner=workflow_runner(strict=strict),
             max_concurrent_workflow_tasks=max(2, WORKFLOW_TASK_SLOTS // len(shards)),
+            max_cached_workflows=max(100, CACHED_WORKFLOWS // len(shards)),
             # Activities mostly wait on the server; they are cheap to run many.
             max_concurrent_activities=max(16, ACTIVITY_SLOTS // len(shards)),
             graceful_shutdown_timeout=timedelta(seconds=10),
