@@ -79,7 +79,9 @@ class EventSender:
     ``ingest`` update per batch and shard.
 
     A batch is sent when it holds ``batch_size`` events or ``max_batch_bytes``
-    bytes, or when ``flush`` is called. Up to ``in_flight`` updates per shard
+    bytes, ``max_delay_s`` after its first event (so a slow trickle is not held
+    back waiting for a full batch), or when ``flush`` is called. Up to
+    ``in_flight`` updates per shard
     run at once (Temporal allows 10 per workflow). A send is retried until the
     proxy accepts it, so once ``flush`` returns every event is acknowledged:
     accepted, recognised as a duplicate, or dead-lettered.
@@ -94,6 +96,7 @@ class EventSender:
         batch_size: int = 500,
         max_batch_bytes: int = 1 << 20,
         in_flight: int = 4,
+        max_delay_s: float = 0.2,
         on_ack: Callable[[int, IngestAck], None] | None = None,
     ) -> None:
         self._client = client
@@ -101,6 +104,7 @@ class EventSender:
         self._limits = limits
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes
+        self._max_delay_s = max_delay_s
         self._pending = [_Pending() for _ in range(shards)]
         self._slots = [asyncio.Semaphore(in_flight) for _ in range(shards)]
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +134,18 @@ class EventSender:
             pending.size += len(raw)
         if len(pending) >= self._batch_size or pending.size >= self._max_batch_bytes:
             await self._launch(shard)
+        elif len(pending) == 1:
+            self._track(asyncio.create_task(self._expire(shard, pending)))
+
+    async def _expire(self, shard: int, pending: _Pending) -> None:
+        """Send a batch that is still filling ``max_delay_s`` after it began."""
+        await asyncio.sleep(self._max_delay_s)
+        if self._pending[shard] is pending:
+            await self._launch(shard)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def send_all(self, lines: AsyncIterable[bytes]) -> SendSummary:
         async for line in lines:
@@ -152,9 +168,7 @@ class EventSender:
         pending, self._pending[shard] = self._pending[shard], _Pending()
         batch = IngestBatch(events=pending.events, rejections=pending.rejections)
         await self._slots[shard].acquire()
-        task = asyncio.create_task(self._deliver(shard, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(asyncio.create_task(self._deliver(shard, batch)))
 
     async def _deliver(self, shard: int, batch: IngestBatch) -> None:
         try:

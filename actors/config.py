@@ -47,6 +47,7 @@ class WorkerConfig:
     delivery_concurrency: int = 64
     proxy_continue_as_new_after: int | None = None
     rollup_interval_s: float = 5.0
+    hold_s: float = 0.5
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(
@@ -58,4 +59,5 @@ class WorkerConfig:
             max_deliveries=self.max_deliveries,
             continue_as_new_after=self.proxy_continue_as_new_after,
             rollup_interval_s=self.rollup_interval_s,
+            hold_s=self.hold_s,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -34,6 +34,7 @@ FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
 HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
 ROLLUP_PATCH = "proxies-report-rollups-in-batches"
 DRAIN_PATCH = "proxies-drain-before-continue-as-new"
+HOLD_PATCH = "proxies-hold-a-trickle-briefly"
 
 
 @workflow.defn(name="Proxy")
@@ -56,9 +57,14 @@ class ProxyWorkflow:
         self._reporting = False
         self._next_report = workflow.now()
         self._draining = False
+        self._hold = False
+        # When the outbox last went from empty to holding events.
+        self._filling_since: datetime | None = None
 
     @workflow.update
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
+        if self._filling_since is None and batch.events:
+            self._filling_since = workflow.now()
         return rules.ingest(self._state, batch, self._settings)
 
     @ingest.validator
@@ -92,7 +98,28 @@ class ProxyWorkflow:
             return False
         if self._state.rejections:
             return True
+        if self._hold_left() is not None:
+            return False
         return any(key not in self._busy for key in self._state.outbox)
+
+    def _hold_left(self) -> timedelta | None:
+        """Time the outbox still waits for more of its jobs' events; None once
+        a delivery may go (full enough, held long enough, or draining).
+
+        Holding a trickle for a moment gives each job several events per
+        delivery instead of one, and a delivery costs the job a workflow task
+        whatever it carries.
+        """
+        if not self._hold or self._draining or self._filling_since is None:
+            return None
+        if self._state.pending >= self._settings.delivery_batch:
+            return None
+        left = (
+            self._filling_since
+            + timedelta(seconds=self._settings.hold_s)
+            - workflow.now()
+        )
+        return left if left > timedelta(0) else None
 
     async def _deliver(self, input: DeliverInput, keys: list[str]) -> None:
         try:
@@ -161,6 +188,8 @@ class ProxyWorkflow:
         )
         state = self._state
         tasks: list[asyncio.Task[None]] = []
+        # Histories from before the outbox was held deliver at once.
+        self._hold = workflow.patched(HOLD_PATCH)
         self._next_report = workflow.now() + timedelta(
             seconds=self._settings.rollup_interval_s
         )
@@ -174,9 +203,11 @@ class ProxyWorkflow:
                 self._draining = True
             if self._draining and self._drained():
                 break
-            # A timer runs only while rollups wait for their report; rollups
-            # arriving while none runs wake the loop to start one.
-            timeout = self._until_report()
+            # Timers run only while rollups wait for their report or the
+            # outbox is held; either arriving while no timer runs wakes the
+            # loop to start one.
+            timers = [t for t in (self._until_report(), self._hold_left()) if t]
+            timeout = min(timers) if timers else None
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda armed=timeout is not None: (
@@ -184,7 +215,13 @@ class ProxyWorkflow:
                         or (not self._draining and self._should_continue_as_new())
                         or (self._draining and self._drained())
                         or self._report_due()
-                        or (not armed and self._until_report() is not None)
+                        or (
+                            not armed
+                            and (
+                                self._until_report() is not None
+                                or self._hold_left() is not None
+                            )
+                        )
                     ),
                     timeout=timeout,
                 )
@@ -204,6 +241,8 @@ class ProxyWorkflow:
                 rejections, state.rejections = state.rejections, []
                 keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
                 self._busy.update(keys)
+                # What stays behind (busy jobs) starts a new hold.
+                self._filling_since = workflow.now() if state.outbox else None
                 self._running += 1
                 self._deliveries += 1
                 # Jobs hand their publications back to deliveries that carry

@@ -36,6 +36,9 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     # update per tenant: rollups are off every job's path, and a tenant's
     # update rate does not grow with its traffic.
     rollup_interval_s: float = 5.0
+    # How long a trickle of events waits in the outbox for more of its jobs'
+    # events before it is delivered anyway (a full batch goes at once).
+    hold_s: float = 0.5
 
 
 class IngestBatch(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,6 +30,8 @@ STORM = WorkerConfig(
     tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=20),
     proxy_continue_as_new_after=30,
     delivery_batch=8,
+    # Frequent rollup reports, so that tenants take many updates too.
+    rollup_interval_s=0.3,
 )
 
 
