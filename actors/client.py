@@ -234,36 +234,13 @@ async def send_batch(
 ) -> IngestAck:
     """Send one batch to its shard's proxy, retrying until it is accepted.
 
-    Retries on back-pressure (the proxy's outbox is full), on an update that
-    raced a continue-as-new, and while the server is unreachable; raises on a
-    failure that no retry can cure.
+    Retries on back-pressure (the proxy's outbox is full or it is continuing
+    as new), on an update that raced a continue-as-new, and while the server
+    is unreachable; raises on a failure that no retry can cure.
     """
-    update_id = _update_id(batch)
-    delay = 0.05
-    while True:
-        try:
-            return await client.execute_update_with_start_workflow(
-                ProxyWorkflow.ingest,
-                batch,
-                start_workflow_operation=_proxy_start(shard, shards),
-                id=update_id,
-            )
-        except (
-            WorkflowUpdateFailedError,
-            WorkflowUpdateRPCTimeoutOrCancelledError,
-            RPCError,
-        ) as exc:
-            if not _retryable(exc):
-                raise
-            log.info(
-                "proxy update retried",
-                shard=shard,
-                error=type(exc).__name__,
-                cause=str(getattr(exc, "cause", None) or exc)[:200],
-                delay_s=round(delay, 2),
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_backoff_s)
+    return await send_batch_within(
+        client, shard, shards, batch, deadline_s=None, max_backoff_s=max_backoff_s
+    )
 
 
 class SendTimeout(TimeoutError):
@@ -306,12 +283,13 @@ async def send_batch_within(
     shards: int,
     batch: IngestBatch,
     *,
-    deadline_s: float,
+    deadline_s: float | None,
     max_backoff_s: float = 1.0,
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> IngestAck:
     """``send_batch`` with a deadline: retries what ``send_batch`` retries,
-    but raises ``SendTimeout`` once ``deadline_s`` has passed.
+    but raises ``SendTimeout`` once ``deadline_s`` has passed (None: no
+    deadline, retry until accepted).
 
     For senders that answer someone who can retry (the HTTP ingress answers
     503): a batch that lands after its deadline is harmless, because the
@@ -322,27 +300,29 @@ async def send_batch_within(
     """
     update_id = _update_id(batch)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
+    deadline = None if deadline_s is None else loop.time() + deadline_s
     delay = 0.05
     last_error: str | None = None
     while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            raise SendTimeout(shard, deadline_s, last_error)
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            raise SendTimeout(shard, deadline_s or 0.0, last_error)
         start = _proxy_start(shard, shards)
         try:
             # The RPC's own deadline normally ends a slow attempt; the hard
             # cut a moment later covers the client's internal retries.
-            async with asyncio.timeout(left + _HARD_CUT_GRACE_S):
+            async with asyncio.timeout(
+                None if left is None else left + _HARD_CUT_GRACE_S
+            ):
                 return await client.execute_update_with_start_workflow(
                     ProxyWorkflow.ingest,
                     batch,
                     start_workflow_operation=start,
                     id=update_id,
-                    rpc_timeout=timedelta(seconds=left),
+                    rpc_timeout=None if left is None else timedelta(seconds=left),
                 )
         except TimeoutError:
-            raise SendTimeout(shard, deadline_s, last_error) from None
+            raise SendTimeout(shard, deadline_s or 0.0, last_error) from None
         except (
             WorkflowUpdateFailedError,
             WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -353,7 +333,9 @@ async def send_batch_within(
             last_error = type(exc).__name__
             if on_retry is not None:
                 on_retry(exc)
-            log.debug(
+            # Quiet where every request retries (the ingress), visible for
+            # senders without a deadline, which may wait long.
+            (log.debug if deadline is not None else log.info)(
                 "proxy update retried",
                 shard=shard,
                 error=last_error,
@@ -362,5 +344,8 @@ async def send_batch_within(
             )
         finally:
             _settle(start)
-        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        pause = (
+            delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
+        )
+        await asyncio.sleep(pause)
         delay = min(delay * 2, max_backoff_s)
