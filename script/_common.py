@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 
 import structlog
+
+from actors.config import default_shards
+from wire.synthetic import WorkloadSpec
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -57,3 +61,48 @@ def exit_now(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def add_shards_argument(parser: argparse.ArgumentParser) -> None:
+    """``--shards``: the one setting every process must agree on."""
+    parser.add_argument(
+        "--shards",
+        type=positive_int,
+        default=default_shards(),
+        help="shard count, the same for every process (env EVENTFLOW_SHARDS; "
+        "default %(default)s)",
+    )
+
+
+def add_workload_arguments(
+    group: argparse._ActionsContainer, *, tenants: int, jobs: int
+) -> None:
+    """The synthetic workload's options (see ``wire.synthetic.WorkloadSpec``)."""
+    group.add_argument("--tenants", type=positive_int, default=tenants)
+    group.add_argument("--jobs", type=positive_int, default=jobs)
+    group.add_argument("--types", type=positive_int, default=3)
+    group.add_argument("--parts", type=positive_int, default=2)
+    group.add_argument("--duplicates", type=float, default=0.0)
+    group.add_argument("--early", type=float, default=0.0)
+    group.add_argument("--invalid", type=float, default=0.0)
+    group.add_argument("--seed", type=int, default=1)
+    group.add_argument(
+        "--run",
+        default=None,
+        help="prefix for generated job ids, so that runs against one server "
+        "never share a job",
+    )
+
+
+def workload_from(args: argparse.Namespace, *, run: str) -> WorkloadSpec:
+    return WorkloadSpec(
+        tenants=args.tenants,
+        jobs=args.jobs,
+        types=args.types,
+        parts=args.parts,
+        duplicates=args.duplicates,
+        early=args.early,
+        invalid=args.invalid,
+        seed=args.seed,
+        run=run,
+    )

@@ -27,9 +27,15 @@ from rich.progress import (
 )
 
 from actors.client import EventSender, connect
-from actors.config import default_shards
-from script._common import configure_logging, exit_now, positive_int
-from wire.synthetic import WorkloadSpec, generate
+from script._common import (
+    add_shards_argument,
+    add_workload_arguments,
+    configure_logging,
+    exit_now,
+    positive_int,
+    workload_from,
+)
+from wire.synthetic import generate
 from wire.validate import Limits
 
 
@@ -40,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument(
         "--generate", action="store_true", help="send a synthetic workload"
     )
-    p.add_argument("--shards", type=positive_int, default=default_shards())
+    add_shards_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--in-flight", type=positive_int, default=4)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -48,17 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-payload-bytes", type=positive_int, default=Limits().max_payload_bytes
     )
     g = p.add_argument_group("--generate")
-    g.add_argument("--tenants", type=positive_int, default=5)
-    g.add_argument("--jobs", type=positive_int, default=50)
-    g.add_argument("--types", type=positive_int, default=3)
-    g.add_argument("--parts", type=positive_int, default=2)
-    g.add_argument("--duplicates", type=float, default=0.0)
-    g.add_argument("--early", type=float, default=0.0)
-    g.add_argument("--invalid", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=1)
-    g.add_argument(
-        "--run", default="", help="prefix for generated job ids (keeps runs apart)"
-    )
+    add_workload_arguments(g, tenants=5, jobs=50)
     g.add_argument("--rate", type=float, default=None, help="events per second cap")
     p.add_argument("--log-level", default=None)
     return p.parse_args(argv)
@@ -89,17 +85,7 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
     client = await connect()
     total: int | None = None
     if args.generate:
-        spec = WorkloadSpec(
-            tenants=args.tenants,
-            jobs=args.jobs,
-            types=args.types,
-            parts=args.parts,
-            duplicates=args.duplicates,
-            early=args.early,
-            invalid=args.invalid,
-            seed=args.seed,
-            run=args.run,
-        )
+        spec = workload_from(args, run=args.run or "")
         generated, _ = generate(spec)
         total = len(generated)
         lines: AsyncIterator[bytes] = paced(generated, args.rate)

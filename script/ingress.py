@@ -24,9 +24,14 @@ import structlog
 from aiohttp import web
 
 from actors.client import connect
-from actors.config import WorkerConfig, default_shards, env_float, env_int
+from actors.config import WorkerConfig, env_float, env_int
 from actors.ingress import DEFAULT_MAX_BODY_BYTES, IngressSettings, create_app
-from script._common import configure_logging, exit_now, positive_int
+from script._common import (
+    add_shards_argument,
+    configure_logging,
+    exit_now,
+    positive_int,
+)
 from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Limits
 
 log = structlog.get_logger("script.ingress")
@@ -50,13 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="port (env EVENTFLOW_INGRESS_PORT, or PORT as Cloud Run sets it; "
         "default %(default)s; 0 picks a free one)",
     )
-    p.add_argument(
-        "--shards",
-        type=positive_int,
-        default=default_shards(),
-        help="shard count, the same for every process (env EVENTFLOW_SHARDS; "
-        "default %(default)s)",
-    )
+    add_shards_argument(p)
     p.add_argument(
         "--batch-window-ms",
         type=float,

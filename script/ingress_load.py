@@ -30,8 +30,13 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from script._common import configure_logging, positive_int
-from wire.synthetic import WorkloadSpec, generate
+from script._common import (
+    add_workload_arguments,
+    configure_logging,
+    positive_int,
+    workload_from,
+)
+from wire.synthetic import generate
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,18 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--concurrency", type=positive_int, default=64)
-    p.add_argument("--jobs", type=positive_int, default=1000)
-    p.add_argument("--tenants", type=positive_int, default=50)
-    p.add_argument("--types", type=positive_int, default=3)
-    p.add_argument("--parts", type=positive_int, default=2)
-    p.add_argument("--duplicates", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--run",
-        default=None,
-        help="prefix for job ids, so runs against one server never share a job "
-        "(default: the current time)",
-    )
+    add_workload_arguments(p, tenants=50, jobs=1000)
     p.add_argument(
         "--out",
         type=Path,
@@ -169,15 +163,7 @@ class ResultWatcher:
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     run = args.run if args.run is not None else f"{int(time.time())}-"
-    spec = WorkloadSpec(
-        tenants=args.tenants,
-        jobs=args.jobs,
-        types=args.types,
-        parts=args.parts,
-        duplicates=args.duplicates,
-        seed=args.seed,
-        run=run,
-    )
+    spec = workload_from(args, run=run)
     lines, _expected = generate(spec)
     url = args.url.rstrip("/") + (
         "/pubsub/push" if args.endpoint == "pubsub" else "/events"

@@ -17,13 +17,13 @@ import signal
 import structlog
 
 from actors.client import connect
-from actors.config import DEFAULT_SINK, WorkerConfig, default_shards, env_float
+from actors.config import DEFAULT_SINK, WorkerConfig, env_float
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.pipelines import load_pipeline
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
-from script._common import configure_logging, positive_int
+from script._common import add_shards_argument, configure_logging, positive_int
 from sinks import open_sink, redact_url
 
 log = structlog.get_logger("script.worker")
@@ -31,13 +31,7 @@ log = structlog.get_logger("script.worker")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m script.worker", description=__doc__)
-    p.add_argument(
-        "--shards",
-        type=positive_int,
-        default=default_shards(),
-        help="shard count, the same for every process (env EVENTFLOW_SHARDS; "
-        "default %(default)s)",
-    )
+    add_shards_argument(p)
     p.add_argument(
         "--shard",
         default="all",
