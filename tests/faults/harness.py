@@ -1,0 +1,144 @@
+"""Shared pieces of the fault scenarios: the workload size, a background
+emitter, waiting for the sink to settle, and the report row each scenario
+adds to RELIABILITY.md's table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import msgspec
+
+from tests.conftest import ROOT
+from tests.faults.audit import Audit
+from tests.integration.records import Progress
+from wire.synthetic import Expected
+
+# `quick` (the default, what CI runs) or `full` (`make faults`).
+SCALE = os.environ.get("EVENTFLOW_FAULT_SCALE", "quick")
+# Where scenarios append their report rows (JSON Lines), when set.
+REPORT = os.environ.get("EVENTFLOW_FAULT_REPORT")
+
+
+def jobs(quick: int, full: int) -> int:
+    """The job count of a scenario at the current scale."""
+    return full if SCALE == "full" else quick
+
+
+class Emitter:
+    """``python -m script.emit --file F --json`` running in the background."""
+
+    def __init__(self, address: str, events: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "script.emit",
+                "--file",
+                str(events),
+                "--json",
+                *args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "TEMPORAL_ADDRESS": address},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float = 600) -> dict:
+        """The emitter's JSON summary, once it has sent everything."""
+        out, err = self.process.communicate(timeout=timeout)
+        if self.process.returncode != 0:
+            raise RuntimeError(f"emit failed ({self.process.returncode}):\n{err}")
+        return msgspec.json.decode(out)
+
+
+def write_events(directory: Path, lines: list[bytes]) -> Path:
+    path = directory / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def all_landed(expected: Expected) -> Callable[[Progress], bool]:
+    """Whether the sink has at least every record the workload should yield."""
+    jobs = len(expected.payloads)
+
+    def done(p: Progress) -> bool:
+        return (
+            p.results >= jobs
+            and p.dead_letters >= expected.dead_letters
+            and p.jobs_completed >= jobs
+        )
+
+    return done
+
+
+async def settle(
+    progress: Callable[[], Awaitable[Progress]],
+    done: Callable[[Progress], bool],
+    *,
+    limit_s: float = 600,
+    settle_s: float = 3.0,
+) -> float:
+    """Poll until ``done`` holds or ``limit_s`` passes; then wait ``settle_s``
+    more, so that records that should not exist have time to appear.
+    Returns the monotonic time at which ``done`` first held (or the limit)."""
+    import asyncio
+
+    deadline = time.monotonic() + limit_s
+    # Polling an outside system: there is no event to wait on.
+    while not done(await progress()) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.25)
+    landed = time.monotonic()
+    await asyncio.sleep(settle_s)
+    return landed
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    events_sent: int
+    faults: str
+    records_expected: int
+    lost: int
+    duplicated: int
+    wrong: int
+    recovery_s: float
+    scale: str = SCALE
+
+    @classmethod
+    def of(
+        cls,
+        scenario: str,
+        audit: Audit,
+        *,
+        events_sent: int,
+        faults: str,
+        recovery_s: float,
+    ) -> Row:
+        return cls(
+            scenario=scenario,
+            events_sent=events_sent,
+            faults=faults,
+            records_expected=audit.expected_records,
+            lost=audit.lost_records,
+            duplicated=audit.duplicated_records,
+            wrong=len(audit.wrong),
+            recovery_s=round(recovery_s, 1),
+        )
+
+
+def report(row: Row) -> None:
+    """Append the scenario's figures to the report file, when one is set."""
+    if REPORT:
+        with open(REPORT, "a") as out:
+            out.write(json.dumps(asdict(row)) + "\n")
