@@ -175,7 +175,7 @@ class Activities:
                 settings=self._config.job,
             ),
             id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
-            task_queue=activity.info().task_queue,
+            task_queue=routing.ENTITY_TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             # A job that closed normally stays closed: late events for it are
             # dead-lettered rather than starting an empty job of the same id.
@@ -222,9 +222,7 @@ class Activities:
             TenantWorkflow.run,
             TenantInput(tenant_id=tenant_id, settings=self._config.tenant),
             id=routing.tenant_id_of(tenant_id),
-            task_queue=routing.task_queue(
-                routing.tenant_shard(tenant_id, self._config.shards)
-            ),
+            task_queue=routing.ENTITY_TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         await self._client.execute_update_with_start_workflow(

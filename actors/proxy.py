@@ -28,6 +28,7 @@ DELIVER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 BACKPRESSURE = "Backpressure"
+RETIRED = "ShardRetired"
 # After a delivery fails for good, its jobs wait this long before another try,
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
@@ -53,10 +54,17 @@ class ProxyWorkflow:
         # Jobs with a delivery in flight: at most one per job at a time.
         self._busy: set[str] = set()
         self._running = 0
+        # Events and rejections in deliveries that have not finished.
+        self._in_flight = 0
         self._deliveries = 0
         self._reporting = False
         self._next_report = workflow.now()
         self._draining = False
+        # Retired: the shard count shrank and this shard closes for good once
+        # it has delivered and reported everything it holds.
+        self._retired = False
+        self._closed = False
+        self._continuing = False
         self._hold = False
         # When the outbox last went from empty to holding events.
         self._filling_since: datetime | None = None
@@ -70,6 +78,13 @@ class ProxyWorkflow:
     @ingest.validator
     def _admit(self, batch: rules.IngestBatch) -> None:
         # A rejected update leaves no trace in history, so pushing back is cheap.
+        if self._retired:
+            raise ApplicationError(
+                f"shard {self._settings.shard} is retired: the shard count is "
+                "smaller now; send with the current --shards",
+                type=RETIRED,
+                non_retryable=True,
+            )
         if self._draining:
             raise ApplicationError(
                 f"shard {self._settings.shard} is continuing as new; retry shortly",
@@ -79,6 +94,26 @@ class ProxyWorkflow:
             raise ApplicationError(
                 f"shard {self._settings.shard} has {self._state.pending} events "
                 "waiting for delivery; retry later",
+                type=BACKPRESSURE,
+            )
+
+    @workflow.update
+    async def retire(self) -> int:
+        """Close this shard for good, when the shard count has shrunk: refuse
+        new batches, deliver and report everything held, then complete.
+        Returns, once the shard holds nothing, how many events and rejections
+        it still held when retired."""
+        held = self._state.pending + len(self._state.rejections) + self._in_flight
+        self._retired = True
+        self._draining = True
+        await workflow.wait_condition(lambda: self._closed)
+        return held
+
+    @retire.validator
+    def _may_retire(self) -> None:
+        if self._continuing:
+            raise ApplicationError(
+                f"shard {self._settings.shard} is continuing as new; retry shortly",
                 type=BACKPRESSURE,
             )
 
@@ -122,6 +157,8 @@ class ProxyWorkflow:
         return left if left > timedelta(0) else None
 
     async def _deliver(self, input: DeliverInput, keys: list[str]) -> None:
+        size = sum(len(d.events) for d in input.deliveries) + len(input.rejections)
+        self._in_flight += size
         try:
             result = await workflow.execute_activity_method(
                 Activities.deliver,
@@ -141,16 +178,26 @@ class ProxyWorkflow:
         finally:
             self._busy.difference_update(keys)
             self._running -= 1
+            self._in_flight -= size
 
     def _drained(self) -> bool:
         state = self._state
         return not state.outbox and not state.rejections and self._running == 0
 
+    def _closable(self) -> bool:
+        """Retired, and nothing left to deliver or report."""
+        return (
+            self._retired
+            and self._drained()
+            and not self._state.rollups
+            and not self._reporting
+        )
+
     def _report_due(self) -> bool:
         return (
             bool(self._state.rollups)
             and not self._reporting
-            and workflow.now() >= self._next_report
+            and (self._retired or workflow.now() >= self._next_report)
         )
 
     def _until_report(self) -> timedelta | None:
@@ -158,6 +205,8 @@ class ProxyWorkflow:
         no timer runs while there is nothing to report)."""
         if not self._state.rollups or self._reporting:
             return None
+        if self._retired:
+            return timedelta(0)
         return max(self._next_report - workflow.now(), timedelta(0))
 
     async def _report(self, rollups: dict[str, list[RollupDelta]]) -> None:
@@ -194,15 +243,20 @@ class ProxyWorkflow:
             seconds=self._settings.rollup_interval_s
         )
         while True:
-            if not self._draining and self._should_continue_as_new():
-                if not workflow.patched(DRAIN_PATCH):
-                    break  # histories from before draining
-                # Refuse new batches (the validator pushes back), deliver what
-                # is queued, then continue-as-new with an empty outbox: what is
-                # carried over stays small however busy the shard is.
-                self._draining = True
-            if self._draining and self._drained():
-                break
+            if self._retired:
+                if self._closable():
+                    break
+            else:
+                if not self._draining and self._should_continue_as_new():
+                    if not workflow.patched(DRAIN_PATCH):
+                        break  # histories from before draining
+                    # Refuse new batches (the validator pushes back), deliver
+                    # what is queued, then continue-as-new with an empty
+                    # outbox: what is carried over stays small however busy
+                    # the shard is.
+                    self._draining = True
+                if self._draining and self._drained():
+                    break
             # Timers run only while rollups wait for their report or the
             # outbox is held; either arriving while no timer runs wakes the
             # loop to start one.
@@ -213,7 +267,8 @@ class ProxyWorkflow:
                     lambda armed=timeout is not None: (
                         self._can_deliver()
                         or (not self._draining and self._should_continue_as_new())
-                        or (self._draining and self._drained())
+                        or (self._draining and not self._retired and self._drained())
+                        or self._closable()
                         or self._report_due()
                         or (
                             not armed
@@ -270,6 +325,12 @@ class ProxyWorkflow:
                     )
                 )
             tasks = [task for task in tasks if not task.done()]
+        if self._retired:
+            # Closed for good: the retire update returns, then the run ends.
+            self._closed = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return
+        self._continuing = True
         # Deliveries and reports in flight belong to this run: finish them
         # first. Updates accepted meanwhile only add to the state carried over,
         # and so do rollups not yet reported.

@@ -5,6 +5,10 @@ count: CRC-32, identical in every process and on every machine (Python's
 ``hash()`` is salted per process and would scatter a job across shards).
 Workflow ids embed the tenant, and ids cannot contain '/', so no event can
 name an entity of another tenant.
+
+Only the proxies live on per-shard task queues. Jobs and tenants live on one
+entity task queue that every worker process polls, so where an entity runs
+never depends on the shard count: changing it strands no entity.
 """
 
 from __future__ import annotations
@@ -13,14 +17,11 @@ import zlib
 
 DEFAULT_SHARDS = 4
 TASK_QUEUE_PREFIX = "eventflow-shard-"
+ENTITY_TASK_QUEUE = "eventflow-entities"
 
 
 def shard_of(tenant_id: str, job_id: str, shards: int) -> int:
     return zlib.crc32(f"{tenant_id}/{job_id}".encode()) % shards
-
-
-def tenant_shard(tenant_id: str, shards: int) -> int:
-    return zlib.crc32(tenant_id.encode()) % shards
 
 
 def raw_shard(raw: bytes, shards: int) -> int:

@@ -23,15 +23,21 @@ from sinks import Sink
 
 WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
 
-# Workflow tasks one process works on at once, shared by its shard workers.
+# Entity (job and tenant) workflow tasks one process works on at once.
 # A worker process holds one core at most (GIL), so more slots only queue
 # tasks inside the process, where they can time out (10 s), instead of on the
 # server, where they wait safely.
 WORKFLOW_TASK_SLOTS = 32
+# Per shard worker: a proxy makes few, small workflow tasks.
+PROXY_TASK_SLOTS = 4
+PROXY_CACHED_WORKFLOWS = 100
+# Delivery activities, split between a process's shard workers.
 ACTIVITY_SLOTS = 256
-# Workflows one process keeps in memory (sticky cache), shared by its shard
-# workers. A finished job rarely needs its cached instance again; an evicted
-# one replays its short history if it does. This bounds the worker's memory
+# publish_job and publish_summary: jobs publishing on their deadline.
+ENTITY_ACTIVITY_SLOTS = 64
+# Entity workflows one process keeps in memory (sticky cache). A finished job
+# rarely needs its cached instance again; an evicted one replays its short
+# history if it does. This bounds the worker's memory
 # (about 875 MiB peak with 4,000 cached job instances on the burst workload).
 CACHED_WORKFLOWS = 1500
 
@@ -78,28 +84,52 @@ def build_workers(
     sink: Sink,
     pipeline: Pipeline,
     shards: Sequence[int],
+    entities: bool = True,
     strict: bool = False,
 ) -> list[Worker]:
-    """One worker per shard task queue, sharing one set of activities."""
+    """One worker per shard task queue (the proxies and their deliveries),
+    and one for the entity task queue (jobs and tenants) unless
+    ``entities`` is false; all share one set of activities.
+
+    The shard workers register the entity workflows too: entities started
+    before they moved to the entity queue still live on shard queues.
+    """
     activities = Activities(client=client, sink=sink, pipeline=pipeline, config=config)
-    return [
+    runner = workflow_runner(strict=strict)
+    everything = [
+        activities.proxy_settings,
+        activities.deliver,
+        activities.publish_job,
+        activities.publish_summary,
+        activities.report,
+    ]
+    workers = [
         Worker(
             client,
             task_queue=routing.task_queue(shard),
             workflows=WORKFLOWS,
-            activities=[
-                activities.proxy_settings,
-                activities.deliver,
-                activities.publish_job,
-                activities.publish_summary,
-                activities.report,
-            ],
-            workflow_runner=workflow_runner(strict=strict),
-            max_concurrent_workflow_tasks=max(2, WORKFLOW_TASK_SLOTS // len(shards)),
-            max_cached_workflows=max(100, CACHED_WORKFLOWS // len(shards)),
-            # Activities mostly wait on the server; they are cheap to run many.
+            activities=everything,
+            workflow_runner=runner,
+            max_concurrent_workflow_tasks=PROXY_TASK_SLOTS,
+            max_cached_workflows=PROXY_CACHED_WORKFLOWS,
+            # Deliveries mostly wait on the server; they are cheap to run many.
             max_concurrent_activities=max(16, ACTIVITY_SLOTS // len(shards)),
             graceful_shutdown_timeout=timedelta(seconds=10),
         )
         for shard in shards
     ]
+    if entities:
+        workers.append(
+            Worker(
+                client,
+                task_queue=routing.ENTITY_TASK_QUEUE,
+                workflows=[JobWorkflow, TenantWorkflow],
+                activities=[activities.publish_job, activities.publish_summary],
+                workflow_runner=runner,
+                max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
+                max_cached_workflows=CACHED_WORKFLOWS,
+                max_concurrent_activities=ENTITY_ACTIVITY_SLOTS,
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            )
+        )
+    return workers

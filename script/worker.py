@@ -20,6 +20,7 @@ from actors.client import connect
 from actors.config import DEFAULT_SINK, WorkerConfig, env_float
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.pipelines import load_pipeline
+from actors.retire import retire_shards
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
@@ -75,6 +76,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="history length at which every entity continues-as-new, besides "
         "when Temporal suggests it (for tests; default: only when suggested)",
     )
+    p.add_argument(
+        "--proxy-hold",
+        type=float,
+        default=env_float("EVENTFLOW_PROXY_HOLD_S", 0.5),
+        help="seconds a proxy holds a trickle of events for more of the same "
+        "jobs before delivering (default %(default)s)",
+    )
+    p.add_argument(
+        "--retire",
+        action="store_true",
+        help="after the shard count has shrunk: serve the --shard list (shards "
+        "that no longer exist) until their proxies have delivered and reported "
+        "everything they hold and no workflow is left on their task queues, "
+        "then close them and exit",
+    )
     p.add_argument("--log-level", default=None)
     return p.parse_args(argv)
 
@@ -98,6 +114,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
             continue_as_new_after=args.continue_as_new_after,
         ),
         proxy_continue_as_new_after=args.continue_as_new_after,
+        hold_s=args.proxy_hold,
     )
 
 
@@ -117,7 +134,12 @@ async def main(args: argparse.Namespace) -> None:
     sink = open_sink(config.sink)
     shards = shards_to_run(args.shard, config.shards)
     workers = build_workers(
-        client, config=config, sink=sink, pipeline=pipeline, shards=shards
+        client,
+        config=config,
+        sink=sink,
+        pipeline=pipeline,
+        shards=shards,
+        entities=not args.retire,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,7 +155,17 @@ async def main(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
-        await stop.wait()
+        if args.retire:
+            retiring = asyncio.create_task(retire_shards(client, shards))
+            await asyncio.wait(
+                [retiring, asyncio.create_task(stop.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not retiring.done():
+                retiring.cancel()
+                log.warning("retirement interrupted; run it again to finish")
+        else:
+            await stop.wait()
         log.info("worker stopping")
     await sink.close()
 

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from actors.client import EventSender
 from actors.config import WorkerConfig
 from actors.pipelines import collected
+from actors.retire import retire_proxy
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
@@ -127,3 +128,5 @@ async def run_scenario(client: Client) -> None:
     await sender.send(part("acme", "j1", "extra", 0, 1, eid="j1-too-late"))
     await sender.flush()
     await asyncio.sleep(2)
+    # the shard count shrinks: the last shard's proxy is retired
+    await retire_proxy(client, SHARDS - 1)

@@ -13,6 +13,7 @@ import pytest
 
 from actors import routing
 from actors.routing import (
+    ENTITY_TASK_QUEUE,
     TASK_QUEUE_PREFIX,
     job_id_of,
     proxy_id,
@@ -20,7 +21,6 @@ from actors.routing import (
     shard_of,
     task_queue,
     tenant_id_of,
-    tenant_shard,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +42,7 @@ def test_shard_of_is_pinned_to_crc32_of_tenant_slash_job(
     assert shard_of(tenant_id, job_id, shards) == expected
 
 
-def test_tenant_and_raw_shards_are_crc32_based() -> None:
-    assert tenant_shard("tenant-a", 4) == zlib.crc32(b"tenant-a") % 4 == 3
+def test_raw_shard_is_crc32_based() -> None:
     assert raw_shard(b"not json", 4) == zlib.crc32(b"not json") % 4 == 2
 
 
@@ -51,7 +50,6 @@ def test_tenant_and_raw_shards_are_crc32_based() -> None:
 def test_shards_are_within_range(shards: int) -> None:
     for n in range(300):
         assert 0 <= shard_of(f"tenant-{n % 7}", f"job-{n}", shards) < shards
-        assert 0 <= tenant_shard(f"tenant-{n}", shards) < shards
         assert 0 <= raw_shard(n.to_bytes(4, "big"), shards) < shards
 
 
@@ -63,9 +61,8 @@ def test_shard_of_spreads_jobs_over_every_shard() -> None:
 def test_shard_of_is_the_same_in_every_process() -> None:
     """Python's hash() is salted per process; the shard must not be."""
     script = (
-        "from actors.routing import shard_of, tenant_shard;"
-        "print([shard_of('tenant-a', f'job-{n}', 16) for n in range(50)],"
-        " tenant_shard('tenant-a', 16))"
+        "from actors.routing import shard_of;"
+        "print([shard_of('tenant-a', f'job-{n}', 16) for n in range(50)])"
     )
     outputs = set()
     for seed in ("1", "2"):
@@ -80,7 +77,7 @@ def test_shard_of_is_the_same_in_every_process() -> None:
         )
         outputs.add(run.stdout)
     shards = [shard_of("tenant-a", f"job-{n}", 16) for n in range(50)]
-    assert outputs == {f"{shards} {tenant_shard('tenant-a', 16)}\n"}
+    assert outputs == {f"{shards}\n"}
 
 
 def test_routing_uses_no_randomness_or_salted_hash() -> None:
@@ -114,3 +111,8 @@ def test_proxy_ids_and_task_queues_name_the_shard() -> None:
     assert proxy_id(3) == "proxy/3"
     assert task_queue(3) == f"{TASK_QUEUE_PREFIX}3"
     assert len({task_queue(n) for n in range(8)}) == 8
+
+
+def test_entities_live_on_one_queue_apart_from_every_shard() -> None:
+    """Where a job or tenant runs must not depend on the shard count."""
+    assert ENTITY_TASK_QUEUE not in {task_queue(n) for n in range(64)}

@@ -1,0 +1,73 @@
+"""Retiring shards when the shard count shrinks.
+
+A retired shard's proxy refuses new batches, delivers and reports what it
+holds, and completes. Its task queue is then served until no workflow is left
+on it (entities started before they moved to the entity queue may still
+live there), so nothing is stranded on a queue no worker polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from actors import routing
+from actors.proxy import BACKPRESSURE, ProxyWorkflow
+
+log = structlog.get_logger("actors.retire")
+
+POLL_S = 2.0
+
+
+async def retire_proxy(client: Client, shard: int) -> int:
+    """Close ``proxy/{shard}`` once it holds nothing; returns how many events
+    it held when retired (0 when it was not running)."""
+    handle = client.get_workflow_handle_for(ProxyWorkflow.run, routing.proxy_id(shard))
+    while True:
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return 0
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return 0
+        try:
+            held = await handle.execute_update(ProxyWorkflow.retire)
+            log.info("proxy retired", shard=shard, held=held)
+            return held
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == BACKPRESSURE):
+                raise
+        except RPCError as exc:
+            # The run ended (completed or continued as new) under the update.
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.sleep(POLL_S)
+
+
+def _running_on(shards: Sequence[int]) -> str:
+    queues = ", ".join(f"'{routing.task_queue(shard)}'" for shard in shards)
+    return f"TaskQueue IN ({queues}) AND ExecutionStatus = 'Running'"
+
+
+async def running_on(client: Client, shards: Sequence[int]) -> int:
+    """Workflows still running on the task queues of ``shards``."""
+    return (await client.count_workflows(_running_on(shards))).count
+
+
+async def retire_shards(client: Client, shards: Sequence[int]) -> None:
+    """Retire every shard in ``shards``; returns once no workflow is left on
+    their task queues. The caller serves those queues meanwhile."""
+    held = await asyncio.gather(*(retire_proxy(client, shard) for shard in shards))
+    log.info("proxies retired", shards=list(shards), held=sum(held))
+    while left := await running_on(client, shards):
+        log.info("waiting for workflows on retired shards", running=left)
+        await asyncio.sleep(POLL_S)
+    log.info("shards retired", shards=list(shards))
