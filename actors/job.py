@@ -7,18 +7,12 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from actors.activities import Activities
     from actors.contracts import JobBatch, JobInput, JobOutcome, PublishJobInput
+    from actors.policies import PUBLISH_TIMEOUT, RETRY
     from actors.rules import job as rules
-
-PUBLISH_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 
 
 @workflow.defn(name="Job")
@@ -97,8 +91,8 @@ class JobWorkflow:
                         publication=publication,
                         at=workflow.now(),
                     ),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=PUBLISH_RETRY,
+                    start_to_close_timeout=PUBLISH_TIMEOUT,
+                    retry_policy=RETRY,
                 )
                 rules.commit(state, publication, workflow.now())
                 self._publishing = False

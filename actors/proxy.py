@@ -8,7 +8,6 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -19,14 +18,15 @@ with workflow.unsafe.imports_passed_through():
         ReportInput,
         SettingsRequest,
     )
+    from actors.policies import (
+        DELIVER_HEARTBEAT_TIMEOUT,
+        DELIVER_TIMEOUT,
+        REPORT_TIMEOUT,
+        RETRY,
+    )
     from actors.rules import proxy as rules
     from actors.rules.job import RollupDelta
 
-DELIVER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 BACKPRESSURE = "Backpressure"
 RETIRED = "ShardRetired"
 # After a delivery fails for good, its jobs wait this long before another try,
@@ -163,9 +163,9 @@ class ProxyWorkflow:
             result = await workflow.execute_activity_method(
                 Activities.deliver,
                 input,
-                start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=DELIVER_RETRY,
+                start_to_close_timeout=DELIVER_TIMEOUT,
+                heartbeat_timeout=DELIVER_HEARTBEAT_TIMEOUT,
+                retry_policy=RETRY,
             )
             rules.gather_rollups(self._state, result.rollups)
         except ActivityError:
@@ -214,8 +214,8 @@ class ProxyWorkflow:
             await workflow.execute_activity_method(
                 Activities.report,
                 ReportInput(rollups=rollups),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=DELIVER_RETRY,
+                start_to_close_timeout=REPORT_TIMEOUT,
+                retry_policy=RETRY,
             )
         except ActivityError:
             workflow.logger.exception("rollup report failed; rollups kept")

@@ -6,18 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from actors.activities import Activities
     from actors.contracts import PublishSummaryInput, TenantInput
+    from actors.policies import PUBLISH_TIMEOUT, RETRY
     from actors.rules import tenant as rules
-
-PUBLISH_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 
 
 @workflow.defn(name="Tenant")
@@ -75,8 +69,8 @@ class TenantWorkflow:
                         await workflow.execute_activity_method(
                             Activities.publish_summary,
                             PublishSummaryInput(summary=summary),
-                            start_to_close_timeout=timedelta(minutes=1),
-                            retry_policy=PUBLISH_RETRY,
+                            start_to_close_timeout=PUBLISH_TIMEOUT,
+                            retry_policy=RETRY,
                         )
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)

@@ -51,6 +51,7 @@ PASSTHROUGH = (
     "actors.activities",
     "actors.routing",
     "actors.pipelines",
+    "actors.policies",
     "actors.config",
     "msgspec",
     "zstandard",

@@ -1,0 +1,25 @@
+"""Retry policies and timeouts of the workflows' activities.
+
+Every activity here is idempotent (sink writes are exactly once per record
+id, updates carry ids), so retries are unlimited and the timeouts only decide
+how soon the work of a dead worker is picked up again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+# A delivery heartbeats every few seconds (actors.activities); one that stops
+# belongs to a dead worker and is retried after this.
+DELIVER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+DELIVER_TIMEOUT = timedelta(minutes=5)
+# Reports and publications are a few writes and updates each.
+REPORT_TIMEOUT = timedelta(seconds=30)
+PUBLISH_TIMEOUT = timedelta(seconds=30)
