@@ -24,7 +24,7 @@ from actors import routing
 from actors.config import WorkerConfig
 from actors.contracts import ProxyInput
 from actors.proxy import BACKPRESSURE, ProxyWorkflow
-from actors.rules.proxy import IngestAck, IngestBatch
+from actors.rules.proxy import IngestAck, IngestBatch, recent_key
 from wire import DATA_CONVERTER, Event, Limits, Rejection, parse_event
 from wire.validate import RAW_KEEP_BYTES
 
@@ -184,10 +184,14 @@ class EventSender:
 
 def _update_id(batch: IngestBatch) -> str:
     # The same batch retried carries the same update id, so Temporal applies
-    # it once within a run; across runs the event ids de-duplicate.
+    # it once within a run; across runs the event ids de-duplicate. Event ids
+    # are unique per job only, so each counts with its tenant and job: two
+    # batches of different jobs that share event ids (two tenants' "e1") must
+    # not share an update id, or Temporal answers the second with the first's
+    # outcome and its events are lost though acknowledged.
     digest = hashlib.sha256()
     for event in batch.events:
-        digest.update(event.event_id.encode())
+        digest.update(recent_key(event).encode())
         digest.update(b"\0")
     for rejection in batch.rejections:
         digest.update(rejection.rejection_id.encode())

@@ -36,6 +36,8 @@ HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
 ROLLUP_PATCH = "proxies-report-rollups-in-batches"
 DRAIN_PATCH = "proxies-drain-before-continue-as-new"
 HOLD_PATCH = "proxies-hold-a-trickle-briefly"
+PER_JOB_DEDUPE_PATCH = "proxies-de-duplicate-event-ids-per-job"
+REJECTIONS_PATCH = "proxies-bound-rejections-per-delivery"
 
 
 @workflow.defn(name="Proxy")
@@ -73,7 +75,14 @@ class ProxyWorkflow:
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
         if self._filling_since is None and batch.events:
             self._filling_since = workflow.now()
-        return rules.ingest(self._state, batch, self._settings)
+        # The window is per job: event ids need only be unique per job
+        # (histories from before keyed it by event id alone).
+        return rules.ingest(
+            self._state,
+            batch,
+            self._settings,
+            per_job=workflow.patched(PER_JOB_DEDUPE_PATCH),
+        )
 
     @ingest.validator
     def _admit(self, batch: rules.IngestBatch) -> None:
@@ -293,7 +302,14 @@ class ProxyWorkflow:
                     self._busy,
                     self._settings.delivery_bytes,
                 )
-                rejections, state.rejections = state.rejections, []
+                # Rejections share a delivery with events, so they get half
+                # its byte budget (histories from before take them all).
+                if workflow.patched(REJECTIONS_PATCH):
+                    rejections = rules.take_rejections(
+                        state, self._settings.delivery_bytes // 2
+                    )
+                else:
+                    rejections, state.rejections = state.rejections, []
                 keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
                 self._busy.update(keys)
                 # What stays behind (busy jobs) starts a new hold.

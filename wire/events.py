@@ -20,8 +20,9 @@ ID_MAX_LENGTH = 128
 # One pattern for every id: non-empty, no '/', no control characters (C0, DEL,
 # C1) and no Unicode line or paragraph separators. A '/' would let an id escape
 # its place in workflow ids such as ``job/{tenant}/{job}``; the others break
-# logs, keys and file-based tools downstream.
-ID_PATTERN = r"^[^/\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+# logs, keys and file-based tools downstream. The end is ``\Z``, not ``$``:
+# ``$`` also matches before a final newline, so "j1\n" would pass.
+ID_PATTERN = r"^[^/\x00-\x1f\x7f-\x9f\u2028\u2029]+\Z"
 
 Id = Annotated[
     str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)

@@ -13,7 +13,7 @@ from actors.rules.job import RollupDelta
 from wire.events import Event, event_json, semantic_error
 from wire.validate import Rejection, reject
 
-# Event ids remembered for de-duplication at the proxy. The job workflows are
+# Event ids (per job) remembered for de-duplication at the proxy. The job workflows are
 # the authority on duplicates; this window only spares them the obvious
 # redeliveries and lets the proxy report them to the sender.
 RECENT_EVENT_IDS = 10_000
@@ -78,8 +78,26 @@ def job_key(tenant_id: str, job_id: str) -> str:
     return f"{tenant_id}/{job_id}"
 
 
-def ingest(state: ProxyState, batch: IngestBatch, settings: ProxySettings) -> IngestAck:
-    """Take a batch into the outbox; never raises for bad events."""
+def recent_key(event: Event) -> str:
+    """What the proxy's de-duplication window remembers of an event: its id
+    within its job, as the job does. Event ids need only be unique per job,
+    so two jobs (of one tenant or of two) may both use an id; keyed by the
+    id alone, one job's event was dropped as a duplicate of the other's."""
+    return f"{job_key(event.tenant_id, event.job_id)}/{event.event_id}"
+
+
+def ingest(
+    state: ProxyState,
+    batch: IngestBatch,
+    settings: ProxySettings,
+    *,
+    per_job: bool = True,
+) -> IngestAck:
+    """Take a batch into the outbox; never raises for bad events.
+
+    ``per_job=False`` keys the de-duplication window by event id alone, as
+    histories from before the window was per job did.
+    """
     accepted = duplicates = 0
     rejected = len(batch.rejections)
     state.rejections.extend(batch.rejections)
@@ -91,10 +109,11 @@ def ingest(state: ProxyState, batch: IngestBatch, settings: ProxySettings) -> In
             state.rejections.append(reject(event_json(event), problem))
             rejected += 1
             continue
-        if event.event_id in state.recent:
+        key = recent_key(event) if per_job else event.event_id
+        if key in state.recent:
             duplicates += 1
             continue
-        state.recent[event.event_id] = None
+        state.recent[key] = None
         state.outbox.setdefault(job_key(event.tenant_id, event.job_id), []).append(
             event
         )
@@ -152,6 +171,25 @@ def take(
         count += n
         size += weight
     state.pending -= count
+    return taken
+
+
+def take_rejections(state: ProxyState, max_bytes: int) -> list[Rejection]:
+    """Remove the oldest rejections, up to about ``max_bytes`` of them (raw
+    input and reason), and at least one.
+
+    A delivery carries its rejections whole, and Temporal refuses a payload
+    over 2 MiB: rejections that piled up while deliveries were busy go out
+    over several deliveries instead of failing the proxy's workflow task.
+    """
+    size = n = 0
+    for rejection in state.rejections:
+        cost = len(rejection.raw) + len(rejection.reason)
+        if n and size + cost > max_bytes:
+            break
+        n += 1
+        size += cost
+    taken, state.rejections = state.rejections[:n], state.rejections[n:]
     return taken
 
 

@@ -193,9 +193,40 @@ def test_recent_event_ids_are_bounded_and_forget_the_oldest(
     monkeypatch.setattr(proxy_rules, "RECENT_EVENT_IDS", 3)
     state = ProxyState()
     ingest(state, IngestBatch(events=[result("j", n) for n in range(4)]), SETTINGS)
-    assert list(state.recent) == ["j:1", "j:2", "j:3"]
+    assert list(state.recent) == ["tenant-a/j/j:1", "tenant-a/j/j:2", "tenant-a/j/j:3"]
     ack = ingest(state, IngestBatch(events=[result("j", 0), result("j", 3)]), SETTINGS)
     assert ack == IngestAck(accepted=1, duplicates=1)
+
+
+def test_an_event_id_is_a_duplicate_only_within_its_job() -> None:
+    # Event ids need only be unique per job: another job's (or another
+    # tenant's) event with the same id is a different event.
+    state = ProxyState()
+    first = result("j", 0, event_id="e1")
+    ingest(state, IngestBatch(events=[first]), SETTINGS)
+    ack = ingest(
+        state,
+        IngestBatch(
+            events=[
+                result("j", 0, event_id="e1", tenant_id="tenant-b"),
+                result("k", 0, event_id="e1"),
+                first,
+            ]
+        ),
+        SETTINGS,
+    )
+    assert ack == IngestAck(accepted=2, duplicates=1)
+    assert queued(state) == 3
+    # Histories from before keyed the window by event id alone.
+    old = ProxyState()
+    ingest(old, IngestBatch(events=[first]), SETTINGS, per_job=False)
+    ack = ingest(
+        old,
+        IngestBatch(events=[result("k", 0, event_id="e1")]),
+        SETTINGS,
+        per_job=False,
+    )
+    assert ack == IngestAck(duplicates=1)
 
 
 # --- take ----------------------------------------------------------------------------
