@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,16 @@ import msgspec
 from wire.events import ID_MAX_LENGTH, AnalysisResult, Event, JobOpened, semantic_error
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_MAX_PAYLOAD_DEPTH = 64
 # Raw input kept in a dead letter is capped: the record must fit through Temporal
 # (2 MiB per payload) and a sink; the reason says what was wrong anyway.
 RAW_KEEP_BYTES = 64 * 1024
+# A reason can quote the input (msgspec quotes an unknown ``type`` value whole,
+# up to the event limit). It is capped so that it stays a reason: otherwise it
+# grows a rejection past the raw input it describes, which batches count at
+# RAW_KEEP_BYTES at most, and a burst of such rejections overflows Temporal's
+# 2 MiB payload limit in the proxy (whose workflow tasks then fail for good).
+MAX_REASON_CHARS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +36,11 @@ class Limits:
     """Input limits, shared by every entry point and the proxy."""
 
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # Nesting levels of arrays and objects in a payload, the payload object
+    # itself included. Records are read back by JSON decoders that recurse
+    # (msgspec and Python's json stop near 1,000 levels), so a payload must
+    # stay well inside that; analysis results need a handful of levels.
+    max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH
 
     @property
     def max_event_bytes(self) -> int:
@@ -94,6 +107,8 @@ def reject(raw: bytes, reason: str) -> Rejection:
             return value
         return None
 
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
     return Rejection(
         rejection_id=rejection_id(raw),
         reason=reason,
@@ -116,6 +131,26 @@ def _friendly(message: str) -> str:
             f" - {at}" if at else ""
         )
     return message
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _deeper_than(payload: bytes, limit: int) -> bool:
+    """Whether valid JSON ``payload`` nests arrays and objects deeper than
+    ``limit``. Brackets inside strings do not count."""
+    if payload.count(b"{") + payload.count(b"[") <= limit:
+        return False  # the common case, at C speed
+    depth = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", payload)):
+        if bracket.group() in (b"{", b"["):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def parse_event(raw: bytes, limits: Limits = Limits()) -> Event | Rejection:
@@ -149,6 +184,12 @@ def parse_event(raw: bytes, limits: Limits = Limits()) -> Event | Rejection:
         except UnicodeDecodeError as exc:
             return reject(
                 raw, f"not valid UTF-8: {exc.reason} at byte {exc.start} of `$.payload`"
+            )
+        if _deeper_than(payload, limits.max_payload_depth):
+            return reject(
+                raw,
+                f"payload nests deeper than {limits.max_payload_depth} levels"
+                " - at `$.payload`",
             )
         try:
             event: Event = _result_convert(

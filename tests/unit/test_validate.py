@@ -470,3 +470,36 @@ def test_parse_event_never_raises_for_arbitrary_bytes(raw: bytes) -> None:
 @given(JSON_VALUES | NEAR_MISSES)
 def test_parse_event_never_raises_for_arbitrary_json(value: Any) -> None:
     check_never_raises(msgspec.json.encode(value))
+
+
+def nested(depth: int) -> bytes:
+    """A payload nesting ``depth`` levels (the payload object is level 1,
+    then arrays and objects alternate), with brackets inside a string."""
+    inner = b'"[[{{ not a level"'
+    for level in range(depth, 0, -1):
+        inner = b'{"o":' + inner + b"}" if level % 2 else b"[" + inner + b"]"
+    return inner
+
+
+@pytest.mark.parametrize("depth", [1, 2, 63, 64])
+def test_payloads_within_the_depth_limit_are_accepted(depth: int) -> None:
+    payload = nested(depth)
+    event = parse_event(result_with_payload(payload))
+    assert isinstance(event, AnalysisResult)
+    assert event.payload == payload
+
+
+@pytest.mark.parametrize("depth", [65, 500])
+def test_payloads_nested_past_the_limit_are_rejected_with_the_reason(
+    depth: int,
+) -> None:
+    rejection = rejected(result_with_payload(nested(depth)))
+    assert rejection.reason == "payload nests deeper than 64 levels - at `$.payload`"
+
+
+def test_the_depth_limit_is_a_setting() -> None:
+    assert isinstance(
+        parse_event(result_with_payload(nested(8)), Limits(max_payload_depth=8)),
+        AnalysisResult,
+    )
+    rejected(result_with_payload(nested(9)), Limits(max_payload_depth=8))
