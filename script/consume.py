@@ -37,11 +37,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m script.consume", description=__doc__.split("\n\n")[0]
     )
+    from_env = os.environ.get("EVENTFLOW_SINK", "")
     parser.add_argument(
         "--from",
         dest="url",
-        required=True,
-        help="redis://[:password@]host:port/db or rediss://...",
+        # From the environment by default: a password on the command line is
+        # visible to every local user (ps).
+        default=from_env if from_env.startswith(("redis://", "rediss://")) else None,
+        help="redis://[:password@]host:port/db or rediss://... (default: "
+        "EVENTFLOW_SINK, the workers' sink, when it is a Redis URL)",
     )
     parser.add_argument(
         "--group",
@@ -75,6 +79,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="default: $EVENTFLOW_LOG_LEVEL, else info",
     )
     args = parser.parse_args(argv)
+    if args.url is None:
+        parser.error("--from is required (or EVENTFLOW_SINK set to a Redis URL)")
     if not args.url.startswith(("redis://", "rediss://")):
         parser.error(
             f"--from must be a redis:// or rediss:// URL, got {redact_url(args.url)!r}"

@@ -24,7 +24,12 @@ from actors.retire import retire_shards
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
-from script._common import add_shards_argument, configure_logging, positive_int
+from script._common import (
+    add_shards_argument,
+    configure_logging,
+    exit_now,
+    positive_int,
+)
 from sinks import open_sink, redact_url
 
 log = structlog.get_logger("script.worker")
@@ -41,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sink",
         default=_env("EVENTFLOW_SINK", DEFAULT_SINK),
-        help="file:DIR or redis://host:port/db (env EVENTFLOW_SINK; "
-        "default %(default)s)",
+        # The default is shown redacted: it may carry a password.
+        help="file:DIR or redis://host:port/db (env EVENTFLOW_SINK; default "
+        + redact_url(_env("EVENTFLOW_SINK", DEFAULT_SINK)).replace("%", "%%")
+        + ")",
     )
     p.add_argument(
         "--pipeline",
@@ -174,3 +181,6 @@ if __name__ == "__main__":
     args = parse_args()
     configure_logging(args.log_level)
     asyncio.run(main(args))
+    # The workers are shut down and the sink closed: skip the interpreter
+    # teardown, which the SDK's native threads can abort (see exit_now).
+    exit_now(0)
