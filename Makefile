@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 
-.PHONY: run test test-quick lint format bench histories setup redis-server
+.PHONY: run test test-quick faults lint format bench histories setup redis-server
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -25,6 +25,14 @@ test: setup redis-server
 ## The suite without the slow end-to-end runs
 test-quick: setup redis-server
 	$(UV) run pytest -m "not slow"
+
+## The fault-injection suite at full scale (10x what `make test` runs), and
+## its table for RELIABILITY.md
+faults: setup redis-server
+	mkdir -p data && rm -f data/faults.jsonl
+	EVENTFLOW_FAULT_SCALE=full EVENTFLOW_FAULT_REPORT=data/faults.jsonl \
+	  $(UV) run pytest tests/faults -v
+	$(UV) run python -m tests.faults.report data/faults.jsonl
 
 lint: setup
 	$(UV) run ruff check .

@@ -35,30 +35,28 @@ class Emitter:
     """``python -m script.emit --file F --json`` running in the background."""
 
     def __init__(self, address: str, events: Path, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "script.emit",
-                "--file",
-                str(events),
-                "--json",
-                *args,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "TEMPORAL_ADDRESS": address},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        # Its log goes to a file: a pipe read only at the end could fill up
+        # (emit logs every pushed-back batch) and stall it.
+        self.log = events.with_suffix(".emit.log")
+        command = [sys.executable, "-m", "script.emit", "--file", str(events)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--json", *args],
+                cwd=ROOT,
+                env={**os.environ, "TEMPORAL_ADDRESS": address},
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
 
     def running(self) -> bool:
         return self.process.poll() is None
 
     def wait(self, timeout: float = 600) -> dict:
         """The emitter's JSON summary, once it has sent everything."""
-        out, err = self.process.communicate(timeout=timeout)
+        out, _ = self.process.communicate(timeout=timeout)
         if self.process.returncode != 0:
-            raise RuntimeError(f"emit failed ({self.process.returncode}):\n{err}")
+            log = self.log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"emit failed ({self.process.returncode}):\n{log}")
         return msgspec.json.decode(out)
 
 
