@@ -38,6 +38,7 @@ DRAIN_PATCH = "proxies-drain-before-continue-as-new"
 HOLD_PATCH = "proxies-hold-a-trickle-briefly"
 PER_JOB_DEDUPE_PATCH = "proxies-de-duplicate-event-ids-per-job"
 REJECTIONS_PATCH = "proxies-bound-rejections-per-delivery"
+REPORT_ON_DRAIN_PATCH = "proxies-report-rollups-when-draining"
 
 
 @workflow.defn(name="Proxy")
@@ -68,6 +69,10 @@ class ProxyWorkflow:
         self._closed = False
         self._continuing = False
         self._hold = False
+        # Report held rollups as soon as a drain starts, rather than carry
+        # them into the next run, whose report clock starts afresh: a proxy
+        # continuing as new every few seconds would otherwise never report.
+        self._report_on_drain = False
         # When the outbox last went from empty to holding events.
         self._filling_since: datetime | None = None
 
@@ -193,6 +198,11 @@ class ProxyWorkflow:
         state = self._state
         return not state.outbox and not state.rejections and self._running == 0
 
+    def _ready_to_continue(self) -> bool:
+        """Drained, and the rollups held are reported (histories from before
+        carry them over instead)."""
+        return self._drained() and not (self._report_on_drain and self._state.rollups)
+
     def _closable(self) -> bool:
         """Retired, and nothing left to deliver or report."""
         return (
@@ -206,7 +216,11 @@ class ProxyWorkflow:
         return (
             bool(self._state.rollups)
             and not self._reporting
-            and (self._retired or workflow.now() >= self._next_report)
+            and (
+                self._retired
+                or (self._draining and self._report_on_drain)
+                or workflow.now() >= self._next_report
+            )
         )
 
     def _until_report(self) -> timedelta | None:
@@ -214,7 +228,7 @@ class ProxyWorkflow:
         no timer runs while there is nothing to report)."""
         if not self._state.rollups or self._reporting:
             return None
-        if self._retired:
+        if self._retired or (self._draining and self._report_on_drain):
             return timedelta(0)
         return max(self._next_report - workflow.now(), timedelta(0))
 
@@ -248,6 +262,7 @@ class ProxyWorkflow:
         tasks: list[asyncio.Task[None]] = []
         # Histories from before the outbox was held deliver at once.
         self._hold = workflow.patched(HOLD_PATCH)
+        self._report_on_drain = workflow.patched(REPORT_ON_DRAIN_PATCH)
         self._next_report = workflow.now() + timedelta(
             seconds=self._settings.rollup_interval_s
         )
@@ -264,7 +279,7 @@ class ProxyWorkflow:
                     # outbox: what is carried over stays small however busy
                     # the shard is.
                     self._draining = True
-                if self._draining and self._drained():
+                if self._draining and self._ready_to_continue():
                     break
             # Timers run only while rollups wait for their report or the
             # outbox is held; either arriving while no timer runs wakes the
@@ -276,7 +291,11 @@ class ProxyWorkflow:
                     lambda armed=timeout is not None: (
                         self._can_deliver()
                         or (not self._draining and self._should_continue_as_new())
-                        or (self._draining and not self._retired and self._drained())
+                        or (
+                            self._draining
+                            and not self._retired
+                            and self._ready_to_continue()
+                        )
                         or self._closable()
                         or self._report_due()
                         or (
