@@ -41,6 +41,26 @@ async def connect(**overrides: object) -> Client:
     return await Client.connect(**config, data_converter=DATA_CONVERTER)  # type: ignore[misc]
 
 
+async def connect_within(timeout_s: float, **overrides: object) -> Client:
+    """``connect()``, retried with backoff while the server is unreachable, for
+    up to ``timeout_s``: a command started before its server (or during a
+    restart) waits for it instead of failing at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return await connect(**overrides)
+        except RuntimeError as exc:  # the SDK's "Failed client connect"
+            if loop.time() + delay > deadline:
+                raise ConnectionError(
+                    f"Temporal not reachable within {timeout_s:g}s: {exc}"
+                ) from exc
+            log.warning("Temporal not reachable yet; retrying", retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 @dataclass
 class SendSummary:
     """Counts over everything sent, as the proxies reported them."""

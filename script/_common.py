@@ -8,6 +8,13 @@ import os
 import sys
 
 import structlog
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from actors.config import default_shards
 from wire.synthetic import WorkloadSpec
@@ -41,6 +48,22 @@ def configure_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s"
     )
+    # The SDK's native core prints its own warnings (an RPC retried while the
+    # server is away) to stdout unless they are forwarded: that would corrupt
+    # the commands' output (emit --json). Forward them to stderr as well.
+    Runtime.set_default(
+        Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                    forwarding=LogForwardingConfig(
+                        logger=logging.getLogger("temporalio.core")
+                    ),
+                )
+            )
+        ),
+        error_if_already_set=False,
+    )
 
 
 def positive_int(text: str) -> int:
@@ -61,6 +84,17 @@ def exit_now(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def add_connect_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--connect-timeout``: how long a command waits for Temporal at start."""
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep retrying while Temporal is unreachable at start "
+        "(default %(default)s)",
+    )
 
 
 def add_shards_argument(parser: argparse.ArgumentParser) -> None:

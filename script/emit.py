@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import aiofiles
 import msgspec
+import structlog
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,8 +27,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from actors.client import EventSender, connect
+from actors.client import EventSender, connect_within
 from script._common import (
+    add_connect_timeout_argument,
     add_shards_argument,
     add_workload_arguments,
     configure_logging,
@@ -37,6 +39,8 @@ from script._common import (
 )
 from wire.synthetic import generate
 from wire.validate import Limits
+
+log = structlog.get_logger("script.emit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--in-flight", type=positive_int, default=4)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_connect_timeout_argument(p)
     p.add_argument(
         "--max-payload-bytes", type=positive_int, default=Limits().max_payload_bytes
     )
@@ -82,7 +87,7 @@ async def paced(lines: Iterable[bytes], rate: float | None) -> AsyncIterator[byt
 
 
 async def main(args: argparse.Namespace) -> dict[str, int]:
-    client = await connect()
+    client = await connect_within(args.connect_timeout)
     total: int | None = None
     if args.generate:
         spec = workload_from(args, run=args.run or "")
@@ -116,7 +121,11 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
 if __name__ == "__main__":
     args = parse_args()
     configure_logging(args.log_level)
-    result = asyncio.run(main(args))
+    try:
+        result = asyncio.run(main(args))
+    except ConnectionError as exc:
+        log.error("cannot send", error=str(exc))
+        exit_now(1)
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:

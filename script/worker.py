@@ -16,7 +16,7 @@ import signal
 
 import structlog
 
-from actors.client import connect
+from actors.client import connect_within
 from actors.config import DEFAULT_SINK, WorkerConfig, env_float
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.pipelines import load_pipeline
@@ -25,6 +25,7 @@ from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.worker import build_workers
 from script._common import (
+    add_connect_timeout_argument,
     add_shards_argument,
     configure_logging,
     exit_now,
@@ -98,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "everything they hold and no workflow is left on their task queues, "
         "then close them and exit",
     )
+    add_connect_timeout_argument(p)
     p.add_argument("--log-level", default=None)
     return p.parse_args(argv)
 
@@ -137,7 +139,7 @@ def shards_to_run(shard: str, shards: int) -> list[int]:
 async def main(args: argparse.Namespace) -> None:
     config = config_from(args)
     pipeline = load_pipeline(config.pipeline)
-    client = await connect()
+    client = await connect_within(args.connect_timeout)
     sink = open_sink(config.sink)
     shards = shards_to_run(args.shard, config.shards)
     workers = build_workers(
@@ -180,7 +182,11 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     args = parse_args()
     configure_logging(args.log_level)
-    asyncio.run(main(args))
+    try:
+        asyncio.run(main(args))
+    except ConnectionError as exc:
+        log.error("cannot start", error=str(exc))
+        exit_now(1)
     # The workers are shut down and the sink closed: skip the interpreter
     # teardown, which the SDK's native threads can abort (see exit_now).
     exit_now(0)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sinks.redis_streams import RECORD_FIELD, stream_key
 from wire.records import RECORD_KINDS
@@ -61,7 +62,9 @@ class StreamConsumer:
         kinds: Iterable[str] = RECORD_KINDS,
         min_idle_ms: int = 30_000,
         count: int = 500,
-        block_ms: int = 5_000,
+        # Under redis-py's default 5 s socket timeout, which would otherwise
+        # end an empty blocking read before the server answers it.
+        block_ms: int = 2_000,
     ) -> None:
         if min_idle_ms < 0:
             raise ValueError(f"min_idle_ms must be >= 0, got {min_idle_ms}")
@@ -105,7 +108,8 @@ class StreamConsumer:
     async def batches(
         self, *, follow: bool = False
     ) -> AsyncIterator[list[StreamEntry]]:
-        """Yield batches of entries: abandoned ones first, then new ones.
+        """Yield batches of entries: abandoned ones first, then new ones, and
+        abandoned ones again at least every ``min_idle_ms``.
 
         Args:
             follow: Keep waiting for new entries until ``stop()``. Without it,
@@ -116,11 +120,13 @@ class StreamConsumer:
         """
         if not self._groups_ready:
             await self.ensure_groups()
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             async for batch in self._claim_abandoned():
                 yield batch
                 if self._stop.is_set():
                     return
+            claimed_at = loop.time()
             read_any = False
             while not self._stop.is_set():
                 batches = await self._read_new(
@@ -134,6 +140,11 @@ class StreamConsumer:
                     if self._stop.is_set():
                         # The rest of this read stays pending for XAUTOCLAIM.
                         return
+                # Entries a consumer abandoned since the last claim become
+                # claimable after min_idle_ms: look again by then, even while
+                # new entries keep coming (a read then never comes back empty).
+                if loop.time() - claimed_at >= self._min_idle_ms / 1000:
+                    break
             if not follow and not read_any and not await self._has_claimable():
                 return
 
@@ -204,8 +215,19 @@ class StreamConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await read
             return None
+        try:
+            response = read.result()
+        except RedisTimeoutError:
+            if block_ms is None:
+                raise
+            # The client's socket timeout (5 s by default since redis-py 8)
+            # can end a blocking read before the server's empty answer comes:
+            # nothing new arrived meanwhile. Whatever the server handed out
+            # just then stays pending for this consumer; XAUTOCLAIM recovers it.
+            log.debug("blocking read timed out", block_ms=block_ms)
+            return []
         batches = []
-        for stream, raw_entries in _stream_pairs(read.result()):
+        for stream, raw_entries in _stream_pairs(response):
             batch = await self._entries(_text(stream), raw_entries)
             if batch:
                 batches.append(batch)
