@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from script.devserver import temporal_binary
 from wire import DATA_CONVERTER
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.ingress_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Fixtures for the HTTP ingress tests: ``python -m script.ingress`` as a real
 subprocess, and a file-backed dev server that can be killed and restarted.
 
-(Kept out of tests/conftest.py: the test modules that use them import them.)
+(A plugin registered in tests/conftest.py.)
 """
 
 from __future__ import annotations

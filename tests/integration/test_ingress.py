@@ -18,8 +18,6 @@ from tests.conftest import address_of
 from tests.integration.records import file_progress, file_records, wait_until
 from wire.synthetic import WorkloadSpec, generate
 
-pytest_plugins = ["tests.ingress_fixtures"]  # ingress_process, unused_address
-
 AT = "2026-01-01T00:00:00Z"
 
 

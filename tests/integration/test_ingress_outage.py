@@ -15,8 +15,6 @@ import msgspec
 from tests.integration.records import file_progress, file_records, wait_until
 from wire.synthetic import WorkloadSpec, generate
 
-pytest_plugins = ["tests.ingress_fixtures"]  # ingress_process, file_dev_server
-
 SENDERS = 48  # outstanding push requests, as a push subscription keeps them
 
 
