@@ -39,6 +39,7 @@ HOLD_PATCH = "proxies-hold-a-trickle-briefly"
 PER_JOB_DEDUPE_PATCH = "proxies-de-duplicate-event-ids-per-job"
 REJECTIONS_PATCH = "proxies-bound-rejections-per-delivery"
 REPORT_ON_DRAIN_PATCH = "proxies-report-rollups-when-draining"
+PER_JOB_HOLD_PATCH = "proxies-hold-each-job-until-complete-or-due"
 
 
 @workflow.defn(name="Proxy")
@@ -73,6 +74,9 @@ class ProxyWorkflow:
         # them into the next run, whose report clock starts afresh: a proxy
         # continuing as new every few seconds would otherwise never report.
         self._report_on_drain = False
+        # Hold each job's events until they make the job complete or the
+        # oldest has waited hold_s, instead of holding the whole outbox.
+        self._per_job_hold = False
         # When the outbox last went from empty to holding events.
         self._filling_since: datetime | None = None
 
@@ -87,6 +91,7 @@ class ProxyWorkflow:
             batch,
             self._settings,
             per_job=workflow.patched(PER_JOB_DEDUPE_PATCH),
+            now=workflow.now(),
         )
 
     @ingest.validator
@@ -142,11 +147,19 @@ class ProxyWorkflow:
             limit is not None and info.get_current_history_length() >= limit
         )
 
+    def _due(self) -> datetime | None:
+        """Jobs queued at or before this are due (None: every job is due)."""
+        if not self._per_job_hold or self._draining:
+            return None
+        return workflow.now() - timedelta(seconds=self._settings.hold_s)
+
     def _can_deliver(self) -> bool:
         if self._running >= self._settings.max_deliveries:
             return False
         if self._state.rejections:
             return True
+        if self._per_job_hold:
+            return rules.any_due(self._state, self._busy, self._due())
         if self._hold_left() is not None:
             return False
         return any(key not in self._busy for key in self._state.outbox)
@@ -159,6 +172,14 @@ class ProxyWorkflow:
         delivery instead of one, and a delivery costs the job a workflow task
         whatever it carries.
         """
+        if self._per_job_hold:
+            if self._draining:
+                return None
+            oldest = rules.next_due(self._state, self._busy)
+            if oldest is None:
+                return None
+            left = oldest + timedelta(seconds=self._settings.hold_s) - workflow.now()
+            return left if left > timedelta(0) else None
         if not self._hold or self._draining or self._filling_since is None:
             return None
         if self._state.pending >= self._settings.delivery_batch:
@@ -263,6 +284,7 @@ class ProxyWorkflow:
         # Histories from before the outbox was held deliver at once.
         self._hold = workflow.patched(HOLD_PATCH)
         self._report_on_drain = workflow.patched(REPORT_ON_DRAIN_PATCH)
+        self._per_job_hold = workflow.patched(PER_JOB_HOLD_PATCH)
         self._next_report = workflow.now() + timedelta(
             seconds=self._settings.rollup_interval_s
         )
@@ -320,6 +342,7 @@ class ProxyWorkflow:
                     self._settings.delivery_batch,
                     self._busy,
                     self._settings.delivery_bytes,
+                    due=self._due(),
                 )
                 # Rejections share a delivery with events, so they get half
                 # its byte budget (histories from before take them all).

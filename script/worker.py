@@ -88,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--proxy-hold",
         type=float,
         default=env_float("EVENTFLOW_PROXY_HOLD_S", 0.5),
-        help="seconds a proxy holds a trickle of events for more of the same "
-        "jobs before delivering (default %(default)s)",
+        help="longest a job's events wait in their proxy for the rest of the "
+        "job; a complete job goes at once (default %(default)s)",
     )
     p.add_argument(
         "--retire",

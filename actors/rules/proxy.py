@@ -7,10 +7,12 @@ background, many jobs per delivery.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from actors.rules.job import RollupDelta
-from wire.events import Event, event_json, semantic_error
+from wire.events import AnalysisResult, Event, JobOpened, event_json, semantic_error
 from wire.validate import Rejection, reject
 
 # Event ids (per job) remembered for de-duplication at the proxy. The job workflows are
@@ -36,8 +38,8 @@ class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     # update per tenant: rollups are off every job's path, and a tenant's
     # update rate does not grow with its traffic.
     rollup_interval_s: float = 5.0
-    # How long a trickle of events waits in the outbox for more of its jobs'
-    # events before it is delivered anyway (a full batch goes at once).
+    # Longest a job's queued events wait for the rest of the job before they
+    # are delivered anyway (a job whose events are all queued goes at once).
     hold_s: float = 0.5
 
 
@@ -71,6 +73,12 @@ class ProxyState(msgspec.Struct, kw_only=True):
     rejected: int = 0
     # tenant -> rollups of written publications not yet reported
     rollups: dict[str, list[RollupDelta]] = msgspec.field(default_factory=dict)
+    # job key -> when its oldest queued event was queued, oldest first (keys
+    # without an entry, e.g. put back after a failed delivery, are due now)
+    queued_at: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # job keys whose queued events alone make the job complete: job.opened
+    # and every part of every required type
+    complete: dict[str, None] = msgspec.field(default_factory=dict)
 
 
 def job_key(tenant_id: str, job_id: str) -> str:
@@ -92,13 +100,16 @@ def ingest(
     settings: ProxySettings,
     *,
     per_job: bool = True,
+    now: datetime | None = None,
 ) -> IngestAck:
     """Take a batch into the outbox; never raises for bad events.
 
     ``per_job=False`` keys the de-duplication window by event id alone, as
-    histories from before the window was per job did.
+    histories from before the window was per job did. With ``now``, each
+    job's queueing time and completeness are tracked for ``take(due=...)``.
     """
     accepted = duplicates = 0
+    touched: dict[str, None] = {}
     rejected = len(batch.rejections)
     state.rejections.extend(batch.rejections)
     for event in batch.events:
@@ -114,11 +125,17 @@ def ingest(
             duplicates += 1
             continue
         state.recent[key] = None
-        state.outbox.setdefault(job_key(event.tenant_id, event.job_id), []).append(
-            event
-        )
+        job = job_key(event.tenant_id, event.job_id)
+        if now is not None and job not in state.outbox:
+            state.queued_at[job] = now
+        state.outbox.setdefault(job, []).append(event)
+        touched[job] = None
         state.pending += 1
         accepted += 1
+    if now is not None:
+        for job in touched:
+            if job not in state.complete and is_complete(state.outbox[job]):
+                state.complete[job] = None
     excess = len(state.recent) - RECENT_EVENT_IDS
     if excess > 0:
         for key in list(state.recent)[:excess]:
@@ -129,8 +146,65 @@ def ingest(
     return IngestAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
 
+def is_complete(events: list[Event]) -> bool:
+    """Whether ``events`` alone make a job complete: its ``job.opened`` and
+    every part of every type it requires. (The job decides for real; this
+    only tells the proxy that waiting for more events gains nothing.)"""
+    required: list[str] | None = None
+    parts: dict[str, tuple[int, set[int]]] = {}
+    for event in events:
+        if isinstance(event, JobOpened):
+            required = event.required
+        elif isinstance(event, AnalysisResult):
+            parts.setdefault(event.analysis_type, (event.parts, set()))[1].add(
+                event.part
+            )
+    return required is not None and all(
+        t in parts and len(parts[t][1]) >= parts[t][0] for t in required
+    )
+
+
+def is_due(state: ProxyState, key: str, due: datetime | None) -> bool:
+    """Whether a job's queued events should go: always without ``due``;
+    otherwise once complete, or once queued at or before ``due``."""
+    if due is None or key in state.complete:
+        return True
+    queued = state.queued_at.get(key)
+    return queued is None or queued <= due
+
+
+def next_due(state: ProxyState, busy: set[str]) -> datetime | None:
+    """When the oldest queued job that is not busy was queued; None if every
+    queued job is busy (or tracked by no time, and so due already)."""
+    for key, queued in state.queued_at.items():
+        if key not in busy:
+            return queued
+    return None
+
+
+def any_due(state: ProxyState, busy: set[str], due: datetime | None) -> bool:
+    """Whether ``take(due=due)`` would take anything."""
+    if due is None:
+        return any(key not in busy for key in state.outbox)
+    if any(key not in busy for key in state.complete):
+        return True
+    for key, queued in state.queued_at.items():
+        if queued > due:
+            break
+        if key not in busy:
+            return True
+    return len(state.queued_at) < len(state.outbox) and any(
+        key not in busy and key not in state.queued_at for key in state.outbox
+    )
+
+
 def take(
-    state: ProxyState, limit: int, busy: set[str], max_bytes: int | None = None
+    state: ProxyState,
+    limit: int,
+    busy: set[str],
+    max_bytes: int | None = None,
+    *,
+    due: datetime | None = None,
 ) -> list[JobDelivery]:
     """Remove up to about ``limit`` events (and ``max_bytes`` of payload) for
     jobs not in ``busy``; at least one event whenever a job is free.
@@ -139,14 +213,22 @@ def take(
     being delivered to is skipped: each job has at most one update in flight
     from this proxy. Only a job whose events alone exceed the byte budget is
     split, its later events staying queued for the next delivery.
+
+    With ``due``, only jobs that are complete or were queued at or before
+    ``due`` are taken: the others wait for more of their events, so that a
+    job gets one delivery (one workflow task) rather than one per trickle.
     """
     budget = max_bytes if max_bytes is not None else float("inf")
     taken: list[JobDelivery] = []
     count = size = 0
-    for key in list(state.outbox):
+    order = list(state.outbox)
+    if due is not None:
+        # Complete jobs first: waiting gains them nothing.
+        order = list(state.complete) + [k for k in order if k not in state.complete]
+    for key in order:
         if count >= limit or size >= budget:
             break
-        if key in busy:
+        if key in busy or not is_due(state, key, due):
             continue
         events = state.outbox[key]
         n = weight = 0
@@ -160,8 +242,10 @@ def take(
             break
         if n == len(events):
             del state.outbox[key]
+            state.queued_at.pop(key, None)
         else:
             state.outbox[key] = events[n:]
+        state.complete.pop(key, None)
         first = events[0]
         taken.append(
             JobDelivery(
@@ -202,6 +286,7 @@ def requeue(
         newer = state.outbox.pop(key, [])
         state.outbox[key] = delivery.events + newer
         state.pending += len(delivery.events)
+        state.queued_at.pop(key, None)  # due at once
     state.rejections[:0] = rejections
 
 

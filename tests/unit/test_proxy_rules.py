@@ -16,8 +16,11 @@ from actors.rules.proxy import (
     JobDelivery,
     ProxySettings,
     ProxyState,
+    any_due,
     ingest,
+    is_complete,
     job_key,
+    next_due,
     requeue,
     take,
 )
@@ -420,3 +423,73 @@ def test_take_always_takes_one_event_even_over_the_byte_budget() -> None:
     assert ids(delivery.events) == ["a:0"]
     assert state.outbox == {}
     assert state.pending == 0
+
+
+# --- holding each job until it is complete or due ----------------------------
+
+T1 = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+T2 = datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
+
+
+def two_parts(job_id: str, n: int) -> AnalysisResult:
+    return result(job_id, n, parts=2)
+
+
+def test_a_job_is_complete_with_its_opened_event_and_every_part() -> None:
+    assert is_complete([opened("j"), two_parts("j", 1), two_parts("j", 0)])
+    assert not is_complete([opened("j"), two_parts("j", 0)])
+    assert not is_complete([two_parts("j", 0), two_parts("j", 1)])  # no opened
+    assert not is_complete(
+        [opened("j", required=["detect", "ocr"]), two_parts("j", 0), two_parts("j", 1)]
+    )
+
+
+def test_take_with_due_takes_complete_and_old_jobs_and_leaves_young_partial_ones():
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[two_parts("old", 0)]), SETTINGS, now=T0)
+    ingest(
+        state,
+        IngestBatch(
+            events=[two_parts("young", 0), opened("done"), two_parts("done", 0)]
+        ),
+        SETTINGS,
+        now=T2,
+    )
+    ingest(state, IngestBatch(events=[two_parts("done", 1)]), SETTINGS, now=T2)
+    assert list(state.complete) == ["tenant-a/done"]
+    assert any_due(state, set(), due=T1)
+    assert next_due(state, set()) == T0
+
+    taken = take(state, 100, set(), due=T1)
+
+    assert [d.job_id for d in taken] == ["done", "old"]  # complete ones first
+    assert list(state.outbox) == ["tenant-a/young"]
+    assert state.queued_at == {"tenant-a/young": T2}
+    assert state.complete == {}
+    assert not any_due(state, set(), due=T1)
+    assert next_due(state, set()) == T2
+    assert take(state, 100, set(), due=T1) == []
+    # Without due, everything is taken (draining, or histories from before).
+    assert [d.job_id for d in take(state, 100, set())] == ["young"]
+    assert state.pending == 0
+
+
+def test_busy_jobs_are_neither_due_nor_the_next_to_come_due() -> None:
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[two_parts("a", 0)]), SETTINGS, now=T0)
+    ingest(state, IngestBatch(events=[two_parts("b", 0)]), SETTINGS, now=T1)
+    busy = {"tenant-a/a"}
+    assert next_due(state, busy) == T1
+    assert not any_due(state, busy, due=T0)
+    assert [d.job_id for d in take(state, 100, busy, due=T1)] == ["b"]
+
+
+def test_events_put_back_after_a_failed_delivery_are_due_at_once() -> None:
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[two_parts("j", 0)]), SETTINGS, now=T0)
+    deliveries = take(state, 100, set(), due=T0)
+    ingest(state, IngestBatch(events=[two_parts("j", 1)]), SETTINGS, now=T2)
+    requeue(state, deliveries, [])
+    assert state.queued_at == {}
+    assert any_due(state, set(), due=T0)
+    assert ids(take(state, 100, set(), due=T0)[0].events) == ["j:0", "j:1"]
