@@ -18,7 +18,7 @@ import msgspec
 from tests.conftest import ROOT
 from tests.faults.audit import Audit
 from tests.integration.records import Progress
-from wire.synthetic import Expected
+from wire.synthetic import Expected, WorkloadSpec
 
 # `quick` (the default, what CI runs) or `full` (`make faults`).
 SCALE = os.environ.get("EVENTFLOW_FAULT_SCALE", "quick")
@@ -29,6 +29,22 @@ REPORT = os.environ.get("EVENTFLOW_FAULT_REPORT")
 def jobs(quick: int, full: int) -> int:
     """The job count of a scenario at the current scale."""
     return full if SCALE == "full" else quick
+
+
+def workload(*, seed: int, run: str, quick_jobs: int = 300) -> WorkloadSpec:
+    """The scenarios' common workload: 10 tenants, jobs of 3 types x 2 parts,
+    5% redeliveries and 1% invalid events, ``quick_jobs`` jobs (10 times as
+    many at full scale). ``run`` keeps its job ids apart from other runs'."""
+    return WorkloadSpec(
+        tenants=10,
+        jobs=jobs(quick_jobs, quick_jobs * 10),
+        types=3,
+        parts=2,
+        duplicates=0.05,
+        invalid=0.01,
+        seed=seed,
+        run=run,
+    )
 
 
 class Emitter:

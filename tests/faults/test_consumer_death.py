@@ -26,14 +26,14 @@ from tests.faults.harness import (
     Emitter,
     Row,
     all_landed,
-    jobs,
     report,
     settle,
+    workload,
     write_events,
 )
 from tests.integration.records import redis_progress
 from wire import RECORD_KINDS
-from wire.synthetic import WorkloadSpec, generate
+from wire.synthetic import generate
 
 GROUP = "eventflow-consume"
 MIN_IDLE_MS = 2000
@@ -152,16 +152,7 @@ async def pending(url: str) -> Counter[str]:
 async def test_dead_consumers_pending_records_are_taken_over(
     file_dev_server, worker_process, redis_url: str, tmp_path: Path
 ) -> None:
-    spec = WorkloadSpec(
-        tenants=10,
-        jobs=jobs(300, 3000),
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        invalid=0.01,
-        seed=14,
-        run="consume-",
-    )
+    spec = workload(seed=14, run="consume-")
     lines, expected = generate(spec)
     address = file_dev_server.address
     args = ["--shards", "4", "--sink", redis_url, "--summary-interval", "1"]

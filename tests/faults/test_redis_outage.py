@@ -19,14 +19,14 @@ from tests.faults.harness import (
     Emitter,
     Row,
     all_landed,
-    jobs,
     report,
     settle,
+    workload,
     write_events,
 )
 from tests.integration.records import redis_progress, redis_records
 from wire import RECORD_KINDS
-from wire.synthetic import WorkloadSpec, generate
+from wire.synthetic import generate
 
 OUTAGES = 2
 DOWN_S = 5.0
@@ -50,16 +50,7 @@ async def ids_per_stream(url: str) -> dict[str, Counter[str]]:
 async def test_redis_down_twice_mid_run_loses_and_doubles_nothing(
     file_dev_server, worker_process, start_redis, tmp_path: Path
 ) -> None:
-    spec = WorkloadSpec(
-        tenants=10,
-        jobs=jobs(300, 3000),
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        invalid=0.01,
-        seed=13,
-        run="redis-",
-    )
+    spec = workload(seed=13, run="redis-")
     lines, expected = generate(spec)
     # Unlike the session server, this one keeps its data across a restart.
     server = start_redis(extra_args=["--appendonly", "yes", "--appendfsync", "always"])

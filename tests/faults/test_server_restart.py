@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from tests.faults.audit import audit
-from tests.faults.harness import Emitter, Row, all_landed, jobs, report, settle
+from tests.faults.harness import Emitter, Row, all_landed, report, settle, workload
 from tests.integration.records import file_progress, file_records
 from wire import Rejection, parse_event
-from wire.synthetic import WorkloadSpec, generate
+from wire.synthetic import generate
 
 OUTAGES = 2
 # Seconds the server stays dead before its restart begins.
@@ -84,16 +84,7 @@ class Feed(threading.Thread):
 async def test_server_killed_while_sending_loses_nothing_acknowledged(
     file_dev_server, worker_process, tmp_path: Path
 ) -> None:
-    spec = WorkloadSpec(
-        tenants=10,
-        jobs=jobs(300, 3000),
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        invalid=0.01,
-        seed=12,
-        run="restart-",
-    )
+    spec = workload(seed=12, run="restart-")
     lines, expected = generate(spec)
     parsed = [parse_event(line) for line in lines]
     refused_at_edge = sum(isinstance(p, Rejection) for p in parsed)

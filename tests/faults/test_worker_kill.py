@@ -13,13 +13,13 @@ from tests.faults.harness import (
     Emitter,
     Row,
     all_landed,
-    jobs,
     report,
     settle,
+    workload,
     write_events,
 )
 from tests.integration.records import file_progress, file_records
-from wire.synthetic import WorkloadSpec, generate
+from wire.synthetic import generate
 
 KILLS = 3
 
@@ -27,16 +27,7 @@ KILLS = 3
 async def test_worker_killed_repeatedly_loses_and_doubles_nothing(
     file_dev_server, worker_process, tmp_path: Path
 ) -> None:
-    spec = WorkloadSpec(
-        tenants=10,
-        jobs=jobs(300, 3000),
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        invalid=0.01,
-        seed=11,
-        run="kill-",
-    )
+    spec = workload(seed=11, run="kill-")
     lines, expected = generate(spec)
     out = tmp_path / "out"
     address = file_dev_server.address
