@@ -136,7 +136,10 @@ def shards_to_run(shard: str, shards: int) -> list[int]:
     return chosen
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM (or, with --retire, until the shards are
+    retired); the process's exit code."""
+    code = 0
     config = config_from(args)
     pipeline = load_pipeline(config.pipeline)
     client = await connect_within(args.connect_timeout)
@@ -173,20 +176,25 @@ async def main(args: argparse.Namespace) -> None:
             if not retiring.done():
                 retiring.cancel()
                 log.warning("retirement interrupted; run it again to finish")
+                code = 1
+            elif (error := retiring.exception()) is not None:
+                log.error("retirement failed; run it again", error=str(error))
+                code = 1
         else:
             await stop.wait()
         log.info("worker stopping")
     await sink.close()
+    return code
 
 
 if __name__ == "__main__":
     args = parse_args()
     configure_logging(args.log_level)
     try:
-        asyncio.run(main(args))
+        code = asyncio.run(main(args))
     except ConnectionError as exc:
         log.error("cannot start", error=str(exc))
         exit_now(1)
     # The workers are shut down and the sink closed: skip the interpreter
     # teardown, which the SDK's native threads can abort (see exit_now).
-    exit_now(0)
+    exit_now(code)
