@@ -165,8 +165,9 @@ class ProxyWorkflow:
         return any(key not in self._busy for key in self._state.outbox)
 
     def _hold_left(self) -> timedelta | None:
-        """Time the outbox still waits for more of its jobs' events; None once
-        a delivery may go (full enough, held long enough, or draining).
+        """Time until the next held job comes due (per-job hold), or until the
+        outbox's hold ends (histories from before); None when nothing waits
+        on a timer (nothing held, all due, or draining).
 
         Holding a trickle for a moment gives each job several events per
         delivery instead of one, and a delivery costs the job a workflow task

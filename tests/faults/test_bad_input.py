@@ -65,6 +65,7 @@ from temporalio.client import Client
 from actors.ingress import decode_push
 from actors.rules.job import refusal_id
 from actors.rules.proxy import ProxyState, take_rejections
+from tests.conftest import WorkerProcess
 from tests.faults.audit import Audit, audit
 from tests.faults.harness import (
     Emitter,
@@ -654,6 +655,41 @@ def check_outcome(
 # --- Through the emitter ----------------------------------------------------------
 
 
+async def settle_and_check(
+    scenario: str,
+    via: str,
+    workload: Workload,
+    expected: Expected,
+    out: Path,
+    address: str,
+    worker: WorkerProcess,
+    sent: float,
+) -> None:
+    """Wait for the sink, report the scenario's row, and check everything."""
+    landed = await settle(lambda: file_progress(out), all_landed(expected))
+    records = file_records(out)
+    result = audit(records, expected)
+    failures, strangers = await failed_workflow_tasks(address, set(expected.payloads))
+    report(
+        Row.of(
+            scenario,
+            result,
+            events_sent=workload.inputs_sent,
+            faults=workload.faults(via),
+            recovery_s=landed - sent,
+        )
+    )
+    check_outcome(
+        result,
+        records,
+        workload,
+        worker.log,
+        worker.process is not None and worker.process.poll() is None,
+        failures,
+        strangers,
+    )
+
+
 def write_lines(path: Path, lines: list[bytes]) -> Path:
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -707,27 +743,15 @@ async def test_bad_input_through_emit_is_dead_lettered_once_and_crashes_nothing(
         workload.inputs_sent += len(lines)
     sent = time.monotonic()
 
-    landed = await settle(lambda: file_progress(out), all_landed(expected))
-    records = file_records(out)
-    result = audit(records, expected)
-    failures, strangers = await failed_workflow_tasks(address, set(expected.payloads))
-    report(
-        Row.of(
-            "8. bad input (emit)",
-            result,
-            events_sent=workload.inputs_sent,
-            faults=workload.faults("script.emit"),
-            recovery_s=landed - sent,
-        )
-    )
-    check_outcome(
-        result,
-        records,
+    await settle_and_check(
+        "8. bad input (emit)",
+        "script.emit",
         workload,
-        worker.log,
-        worker.process is not None and worker.process.poll() is None,
-        failures,
-        strangers,
+        expected,
+        out,
+        address,
+        worker,
+        sent,
     )
 
 
@@ -988,27 +1012,15 @@ async def test_bad_input_through_the_ingress_is_dead_lettered_once_and_crashes_n
             workload.inputs_sent += sum(d.items for d in deliveries)
     sent = time.monotonic()
 
-    landed = await settle(lambda: file_progress(out), all_landed(expected))
-    records = file_records(out)
-    result = audit(records, expected)
-    failures, strangers = await failed_workflow_tasks(address, set(expected.payloads))
-    report(
-        Row.of(
-            "8. bad input (ingress)",
-            result,
-            events_sent=workload.inputs_sent,
-            faults=workload.faults("/pubsub/push and /events"),
-            recovery_s=landed - sent,
-        )
-    )
-    check_outcome(
-        result,
-        records,
+    await settle_and_check(
+        "8. bad input (ingress)",
+        "/pubsub/push and /events",
         workload,
-        worker.log,
-        worker.process is not None and worker.process.poll() is None,
-        failures,
-        strangers,
+        expected,
+        out,
+        address,
+        worker,
+        sent,
     )
     assert ingress.process is not None
     assert ingress.process.poll() is None, "the ingress process died"
