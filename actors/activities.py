@@ -18,14 +18,13 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from actors import routing
-from actors.batching import Coalescer
-from actors.config import WorkerConfig
+from actors import names, routing
 from actors.contracts import (
     DeliverInput,
     DeliverResult,
     JobBatch,
     JobInput,
+    JobOutcome,
     PublishJobInput,
     PublishSummaryInput,
     ReportInput,
@@ -37,7 +36,9 @@ from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
 from actors.rules.publish import job_records, rejection_records, too_late_records
 from actors.rules.tenant import RollupBatch
+from actors.settings import WorkerConfig
 from sinks import Sink, SinkRecord
+from wire.batching import Coalescer
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +73,11 @@ class Activities:
         if records:
             await self._writes.submit(None, records)
 
-    @activity.defn(name="proxy_settings")
+    @activity.defn(name=names.PROXY_SETTINGS)
     async def proxy_settings(self, request: SettingsRequest) -> ProxySettings:
         return self._config.proxy_settings(request.shard)
 
-    @activity.defn(name="deliver")
+    @activity.defn(name=names.DELIVER)
     async def deliver(self, input: DeliverInput) -> DeliverResult:
         """Send each job its events with update-with-start, many at once, and
         write the publications the jobs hand back."""
@@ -165,10 +166,8 @@ class Activities:
         self, delivery: JobDelivery, delivery_id: str | None
     ) -> Reply | None:
         """One job's events; None when the job has closed for good."""
-        from actors.job import JobWorkflow
-
         start = WithStartWorkflowOperation(
-            JobWorkflow.run,
+            names.JOB,
             JobInput(
                 tenant_id=delivery.tenant_id,
                 job_id=delivery.job_id,
@@ -180,12 +179,14 @@ class Activities:
             # A job that closed normally stays closed: late events for it are
             # dead-lettered rather than starting an empty job of the same id.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            result_type=JobOutcome,
         )
         try:
             return await self._client.execute_update_with_start_workflow(
-                JobWorkflow.deliver,
+                names.JOB_DELIVER,
                 JobBatch(events=delivery.events, delivery_id=delivery_id),
                 start_workflow_operation=start,
+                result_type=Reply,
             )
         except WorkflowAlreadyStartedError:
             # The failed start also fails the operation's handle future;
@@ -198,7 +199,7 @@ class Activities:
         records = job_records(publication, self._pipeline, at)
         await self._write([SinkRecord.of(r) for r in records])
 
-    @activity.defn(name="report")
+    @activity.defn(name=names.REPORT)
     async def report(self, input: ReportInput) -> None:
         """Report rollups a proxy gathered: one update per tenant."""
         await asyncio.gather(
@@ -208,7 +209,7 @@ class Activities:
             )
         )
 
-    @activity.defn(name="publish_job")
+    @activity.defn(name=names.PUBLISH_JOB)
     async def publish_job(self, input: PublishJobInput) -> None:
         """Write a publication the job made itself (its deadline passed, or
         events arrived while it was publishing), and report it."""
@@ -216,21 +217,20 @@ class Activities:
         await self._reports.submit(input.tenant_id, [input.publication.rollup])
 
     async def _send_report(self, tenant_id: str, deltas: list[RollupDelta]) -> None:
-        from actors.tenant import TenantWorkflow
-
         start = WithStartWorkflowOperation(
-            TenantWorkflow.run,
+            names.TENANT,
             TenantInput(tenant_id=tenant_id, settings=self._config.tenant),
             id=routing.tenant_id_of(tenant_id),
             task_queue=routing.ENTITY_TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         await self._client.execute_update_with_start_workflow(
-            TenantWorkflow.report,
+            names.TENANT_REPORT,
             RollupBatch(deltas=deltas),
             start_workflow_operation=start,
+            result_type=int,
         )
 
-    @activity.defn(name="publish_summary")
+    @activity.defn(name=names.PUBLISH_SUMMARY)
     async def publish_summary(self, input: PublishSummaryInput) -> None:
         await self._write([SinkRecord.of(input.summary)])

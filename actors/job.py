@@ -9,13 +9,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from actors.activities import Activities
+    from actors import names
     from actors.contracts import JobBatch, JobInput, JobOutcome, PublishJobInput
     from actors.policies import PUBLISH_TIMEOUT, RETRY
     from actors.rules import job as rules
 
 
-@workflow.defn(name="Job")
+@workflow.defn(name=names.JOB)
 class JobWorkflow:
     """Collects a job's events and publishes its result versions.
 
@@ -36,7 +36,7 @@ class JobWorkflow:
         # must not hand off a second publication of the same version.
         self._publishing = False
 
-    @workflow.update
+    @workflow.update(name=names.JOB_DELIVER)
     def deliver(self, batch: JobBatch) -> rules.Reply:
         # Synchronous on purpose: an update that never awaits finishes in the
         # task that accepted it, so continue-as-new never strands one.
@@ -65,7 +65,7 @@ class JobWorkflow:
         )
         return state.last_delivery
 
-    @workflow.query
+    @workflow.query(name=names.JOB_STATE)
     def state(self) -> rules.JobState:
         return self._state
 
@@ -83,8 +83,8 @@ class JobWorkflow:
             publication = rules.decide(state, workflow.now(), settings)
             if publication is not None:
                 self._publishing = True
-                await workflow.execute_activity_method(
-                    Activities.publish_job,
+                await workflow.execute_activity(
+                    names.PUBLISH_JOB,
                     PublishJobInput(
                         tenant_id=state.tenant_id,
                         job_id=state.job_id,

@@ -11,9 +11,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from actors.activities import Activities
+    from actors import names
     from actors.contracts import (
         DeliverInput,
+        DeliverResult,
         ProxyInput,
         ReportInput,
         SettingsRequest,
@@ -27,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from actors.rules import proxy as rules
     from actors.rules.job import RollupDelta
 
-BACKPRESSURE = "Backpressure"
-RETIRED = "ShardRetired"
+BACKPRESSURE = names.BACKPRESSURE
+RETIRED = names.RETIRED
 # After a delivery fails for good, its jobs wait this long before another try,
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
@@ -42,7 +43,7 @@ REPORT_ON_DRAIN_PATCH = "proxies-report-rollups-when-draining"
 PER_JOB_HOLD_PATCH = "proxies-hold-each-job-until-complete-or-due"
 
 
-@workflow.defn(name="Proxy")
+@workflow.defn(name=names.PROXY)
 class ProxyWorkflow:
     """Takes batches of events through the ``ingest`` update and delivers
     them to their job workflows, many jobs per delivery activity.
@@ -80,7 +81,7 @@ class ProxyWorkflow:
         # When the outbox last went from empty to holding events.
         self._filling_since: datetime | None = None
 
-    @workflow.update
+    @workflow.update(name=names.PROXY_INGEST)
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
         if self._filling_since is None and batch.events:
             self._filling_since = workflow.now()
@@ -116,7 +117,7 @@ class ProxyWorkflow:
                 type=BACKPRESSURE,
             )
 
-    @workflow.update
+    @workflow.update(name=names.PROXY_RETIRE)
     async def retire(self) -> int:
         """Close this shard for good, when the shard count has shrunk: refuse
         new batches, deliver and report everything held, then complete.
@@ -136,7 +137,7 @@ class ProxyWorkflow:
                 type=BACKPRESSURE,
             )
 
-    @workflow.query
+    @workflow.query(name=names.PROXY_PENDING)
     def pending(self) -> int:
         return self._state.pending + len(self._state.rejections)
 
@@ -196,9 +197,10 @@ class ProxyWorkflow:
         size = sum(len(d.events) for d in input.deliveries) + len(input.rejections)
         self._in_flight += size
         try:
-            result = await workflow.execute_activity_method(
-                Activities.deliver,
+            result = await workflow.execute_activity(
+                names.DELIVER,
                 input,
+                result_type=DeliverResult,
                 start_to_close_timeout=DELIVER_TIMEOUT,
                 heartbeat_timeout=DELIVER_HEARTBEAT_TIMEOUT,
                 retry_policy=RETRY,
@@ -256,8 +258,8 @@ class ProxyWorkflow:
 
     async def _report(self, rollups: dict[str, list[RollupDelta]]) -> None:
         try:
-            await workflow.execute_activity_method(
-                Activities.report,
+            await workflow.execute_activity(
+                names.REPORT,
                 ReportInput(rollups=rollups),
                 start_to_close_timeout=REPORT_TIMEOUT,
                 retry_policy=RETRY,
@@ -275,9 +277,10 @@ class ProxyWorkflow:
     async def run(self, input: ProxyInput) -> None:
         # Tunables come from the workers' configuration, read afresh each run,
         # so a changed setting applies from the next continue-as-new on.
-        self._settings = await workflow.execute_local_activity_method(
-            Activities.proxy_settings,
+        self._settings = await workflow.execute_local_activity(
+            names.PROXY_SETTINGS,
             SettingsRequest(shard=self._settings.shard, shards=self._settings.shards),
+            result_type=rules.ProxySettings,
             start_to_close_timeout=timedelta(seconds=10),
         )
         state = self._state

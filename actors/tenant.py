@@ -8,13 +8,13 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from actors.activities import Activities
+    from actors import names
     from actors.contracts import PublishSummaryInput, TenantInput
     from actors.policies import PUBLISH_TIMEOUT, RETRY
     from actors.rules import tenant as rules
 
 
-@workflow.defn(name="Tenant")
+@workflow.defn(name=names.TENANT)
 class TenantWorkflow:
     """Adds up what the tenant's jobs publish and emits a summary per window.
 
@@ -27,7 +27,7 @@ class TenantWorkflow:
         self._settings = input.settings
         self._state = input.state or rules.TenantState(tenant_id=input.tenant_id)
 
-    @workflow.update
+    @workflow.update(name=names.TENANT_REPORT)
     def report(self, batch: rules.RollupBatch) -> int:
         return rules.add(
             self._state,
@@ -36,7 +36,7 @@ class TenantWorkflow:
             self._settings.summary_interval_s,
         )
 
-    @workflow.query
+    @workflow.query(name=names.TENANT_STATE)
     def state(self) -> rules.TenantState:
         return self._state
 
@@ -66,8 +66,8 @@ class TenantWorkflow:
                 except TimeoutError:
                     summary = rules.close_window(state, interval)
                     if summary is not None:
-                        await workflow.execute_activity_method(
-                            Activities.publish_summary,
+                        await workflow.execute_activity(
+                            names.PUBLISH_SUMMARY,
                             PublishSummaryInput(summary=summary),
                             start_to_close_timeout=PUBLISH_TIMEOUT,
                             retry_policy=RETRY,

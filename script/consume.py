@@ -26,7 +26,7 @@ import structlog
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from redis.exceptions import RedisError
 
-from script._common import configure_logging
+from runtime.cli import configure_logging
 from sinks.consumer import StreamConsumer
 from sinks.redis_streams import redact_url
 

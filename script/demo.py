@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from script._common import positive_int
+from runtime.cli import positive_int
 
 DATA = Path("data")
 

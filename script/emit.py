@@ -27,8 +27,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from actors.client import EventSender, connect_within
-from script._common import (
+from ingress.sender import EventSender
+from runtime.cli import (
     add_connect_timeout_argument,
     add_shards_argument,
     add_workload_arguments,
@@ -37,6 +37,7 @@ from script._common import (
     positive_int,
     workload_from,
 )
+from runtime.client import connect_within
 from wire.synthetic import generate
 from wire.validate import Limits
 

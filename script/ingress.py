@@ -2,7 +2,7 @@
 
 Takes Pub/Sub push deliveries on ``POST /pubsub/push`` and events on
 ``POST /events`` and answers 2xx only once a shard proxy holds them; see
-``actors.ingress`` for the rules. Every option has an environment variable;
+``ingress`` and docs/ingress.md for the rules. Every option has an environment variable;
 the access token comes only from the environment or a file, never from the
 command line (which any local user can read in the process list).
 
@@ -23,15 +23,15 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from actors.client import connect
-from actors.config import WorkerConfig, env_float, env_int
-from actors.ingress import DEFAULT_MAX_BODY_BYTES, IngressSettings, create_app
-from script._common import (
+from actors.settings import WorkerConfig, env_float, env_int
+from ingress import DEFAULT_MAX_BODY_BYTES, IngressSettings, create_app
+from runtime.cli import (
     add_shards_argument,
     configure_logging,
     exit_now,
     positive_int,
 )
+from runtime.client import connect
 from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Limits
 
 log = structlog.get_logger("script.ingress")

@@ -16,21 +16,21 @@ import signal
 
 import structlog
 
-from actors.client import connect_within
-from actors.config import DEFAULT_SINK, WorkerConfig, env_float
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.pipelines import load_pipeline
-from actors.retire import retire_shards
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
-from actors.worker import build_workers
-from script._common import (
+from actors.settings import DEFAULT_SINK, WorkerConfig, env_float
+from runtime.cli import (
     add_connect_timeout_argument,
     add_shards_argument,
     configure_logging,
     exit_now,
     positive_int,
 )
+from runtime.client import connect_within
+from runtime.retire import retire_shards
+from runtime.worker import build_workers
 from sinks import open_sink, redact_url
 
 log = structlog.get_logger("script.worker")

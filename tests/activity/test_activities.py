@@ -12,13 +12,13 @@ from temporalio.testing import ActivityEnvironment
 
 from actors import routing
 from actors.activities import Activities
-from actors.config import WorkerConfig
 from actors.contracts import DeliverInput, PublishJobInput, ReportInput
 from actors.job import JobWorkflow
 from actors.pipelines import collected
 from actors.rules import job as job_rules
 from actors.rules.proxy import JobDelivery
 from actors.rules.tenant import TenantSettings
+from actors.settings import WorkerConfig
 from actors.tenant import TenantWorkflow
 from sinks import FileSink
 from tests.integration.records import file_records

@@ -62,9 +62,9 @@ from hypothesis import strategies as st
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from actors.ingress import decode_push
 from actors.rules.job import refusal_id
 from actors.rules.proxy import ProxyState, take_rejections
+from ingress.envelope import decode_push
 from tests.conftest import WorkerProcess
 from tests.faults.audit import Audit, audit
 from tests.faults.harness import (

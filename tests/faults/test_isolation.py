@@ -28,9 +28,9 @@ import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from actors import routing
-from actors.client import send_batch
 from actors.job import JobWorkflow
 from actors.rules.proxy import IngestBatch
+from ingress.sender import send_batch
 from tests.conftest import address_of, run_script
 from tests.faults.audit import audit
 from tests.faults.harness import Row, all_landed, jobs, report, settle, write_events

@@ -19,7 +19,7 @@ from pathlib import Path
 from temporalio.client import WorkflowExecutionStatus
 
 from actors import routing
-from actors.retire import running_on
+from runtime.retire import running_on
 from tests.conftest import address_of, run_script
 from tests.faults.audit import audit
 from tests.faults.harness import Row, all_landed, jobs, report, settle

@@ -42,7 +42,7 @@ import redis
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
-from actors.client import connect
+from runtime.client import connect
 from sinks import RedisStreamSink, SinkRecord
 from tests.conftest import run_script
 from tests.faults.audit import audit
@@ -592,7 +592,7 @@ def temporal_environment(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture
 def connect_calls(monkeypatch) -> list[dict[str, Any]]:
-    """What ``actors.client.connect`` passes to ``Client.connect`` (which
+    """What ``runtime.client.connect`` passes to ``Client.connect`` (which
     does not connect here)."""
     calls: list[dict[str, Any]] = []
 

@@ -3,7 +3,7 @@ unnoticed. Figures are not asserted: timings belong in BENCHMARKS.md."""
 
 from __future__ import annotations
 
-from script.bench import WORKLOADS, markdown, run_naive, run_pipeline, sized
+from bench.run import WORKLOADS, markdown, run_naive, run_pipeline, sized
 
 
 async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:

@@ -13,12 +13,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from actors import routing
-from actors.client import EventSender
-from actors.config import WorkerConfig
 from actors.contracts import JobBatch, JobInput
 from actors.job import JobWorkflow
 from actors.rules.job import JobSettings, Reply
 from actors.rules.tenant import TenantSettings
+from actors.settings import WorkerConfig
+from ingress.sender import EventSender
 from tests.integration.records import file_progress, file_records, wait_until
 from tests.replay.scenario import running_workers
 from wire import parse_event

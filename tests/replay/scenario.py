@@ -16,13 +16,13 @@ from pathlib import Path
 import msgspec
 from temporalio.client import Client
 
-from actors.client import EventSender
-from actors.config import WorkerConfig
 from actors.pipelines import collected
-from actors.retire import retire_proxy
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
-from actors.worker import build_workers
+from actors.settings import WorkerConfig
+from ingress.sender import EventSender
+from runtime.retire import retire_proxy
+from runtime.worker import build_workers
 from sinks import FileSink
 
 SHARDS = 2

@@ -5,18 +5,16 @@ guard it with ``workflow.patched`` (or record why old histories may break).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from actors.contracts import JobInput, JobOutcome
-from actors.job import JobWorkflow
-from actors.worker import WORKFLOWS, workflow_runner
+from actors.workflows import WORKFLOWS
+from runtime.worker import workflow_runner
+from tests.replay.broken import ReorderedJobWorkflow
 from wire import DATA_CONVERTER
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").rglob("*.json"))
@@ -45,19 +43,6 @@ def test_histories_are_committed_for_every_workflow() -> None:
 async def test_history_replays_with_current_code(path: Path) -> None:
     result = await replayer(WORKFLOWS).replay_workflow(load(path))
     assert result.replay_failure is None
-
-
-@workflow.defn(name="Job")
-class ReorderedJobWorkflow(JobWorkflow):
-    """The job workflow with one unguarded change: a new activity before
-    anything else. Replaying real histories with it must fail."""
-
-    @workflow.run
-    async def run(self, input: JobInput) -> JobOutcome:
-        await workflow.execute_activity(
-            "audit", start_to_close_timeout=timedelta(seconds=5)
-        )
-        return await super().run(input)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from actors.ingress import ShardBatcher, Unavailable
 from actors.rules.proxy import IngestAck, IngestBatch
+from ingress.batcher import ShardBatcher, Unavailable
 from wire import Rejection, parse_event, reject
 
 

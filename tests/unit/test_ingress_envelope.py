@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.ingress import (
+from actors.routing import raw_shard, shard_of
+from ingress.envelope import (
     Auth,
     PushMessage,
     authorize,
@@ -18,7 +19,6 @@ from actors.ingress import (
     shard_for,
     split_events,
 )
-from actors.routing import raw_shard, shard_of
 from wire import AnalysisResult, JobOpened, Rejection, parse_event
 
 RESULT = (

@@ -13,9 +13,9 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from actors.client import SendTimeout, is_backpressure, send_batch_within
-from actors.proxy import BACKPRESSURE
+from actors.names import BACKPRESSURE
 from actors.rules.proxy import IngestAck, IngestBatch
+from ingress.sender import SendTimeout, is_backpressure, send_batch_within
 
 
 def backpressure() -> WorkflowUpdateFailedError:

@@ -16,10 +16,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from actors import routing
-from actors.proxy import BACKPRESSURE, ProxyWorkflow
+from actors import names, routing
 
-log = structlog.get_logger("actors.retire")
+log = structlog.get_logger("runtime.retire")
 
 POLL_S = 2.0
 
@@ -27,7 +26,7 @@ POLL_S = 2.0
 async def retire_proxy(client: Client, shard: int) -> int:
     """Close ``proxy/{shard}`` once it holds nothing; returns how many events
     it held when retired (0 when it was not running)."""
-    handle = client.get_workflow_handle_for(ProxyWorkflow.run, routing.proxy_id(shard))
+    handle = client.get_workflow_handle(routing.proxy_id(shard))
     while True:
         try:
             description = await handle.describe()
@@ -38,12 +37,14 @@ async def retire_proxy(client: Client, shard: int) -> int:
         if description.status != WorkflowExecutionStatus.RUNNING:
             return 0
         try:
-            held = await handle.execute_update(ProxyWorkflow.retire)
+            held = await handle.execute_update(names.PROXY_RETIRE, result_type=int)
             log.info("proxy retired", shard=shard, held=held)
             return held
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            if not (isinstance(cause, ApplicationError) and cause.type == BACKPRESSURE):
+            if not (
+                isinstance(cause, ApplicationError) and cause.type == names.BACKPRESSURE
+            ):
                 raise
         except RPCError as exc:
             # The run ended (completed or continued as new) under the update.

@@ -14,14 +14,10 @@ from temporalio.worker.workflow_sandbox import (
 
 from actors import routing
 from actors.activities import Activities
-from actors.config import WorkerConfig
-from actors.job import JobWorkflow
 from actors.pipelines import Pipeline
-from actors.proxy import ProxyWorkflow
-from actors.tenant import TenantWorkflow
+from actors.settings import WorkerConfig
+from actors.workflows import WORKFLOWS, JobWorkflow, TenantWorkflow
 from sinks import Sink
-
-WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
 
 # Entity (job and tenant) workflow tasks one process works on at once.
 # A worker process holds one core at most (GIL), so more slots only queue
@@ -43,21 +39,16 @@ CACHED_WORKFLOWS = 1500
 
 # Deterministic, side-effect-free modules the workflows use. Passing them
 # through spares the sandbox re-importing them for every workflow run.
+# Workflow modules import only these (names, contracts, policies, rules and
+# the wire), never activity code, so no sink or client module needs to pass.
 PASSTHROUGH = (
     "wire",
-    "sinks",
+    "actors.names",
     "actors.rules",
     "actors.contracts",
-    "actors.activities",
-    "actors.routing",
-    "actors.pipelines",
     "actors.policies",
-    "actors.config",
     "msgspec",
     "zstandard",
-    "structlog",
-    "redis",
-    "aiofiles",
 )
 
 

