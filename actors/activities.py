@@ -101,9 +101,8 @@ class Activities:
         late: list[JobDelivery] = []
 
         async def one(index: int, delivery: JobDelivery) -> None:
-            delivery_id = f"{input.delivery_id}/{index}" if input.delivery_id else None
             async with semaphore:
-                reply = await self._send(delivery, delivery_id)
+                reply = await self._send(delivery, f"{input.delivery_id}/{index}")
             if reply is None:
                 late.append(delivery)
                 events = delivery.events
@@ -118,14 +117,9 @@ class Activities:
                 publication = reply.publication
                 if publication is not None:
                     await self._write_publication(publication, input.at)
-                    if input.report_rollups:
-                        await self._reports.submit(
-                            delivery.tenant_id, [publication.rollup]
-                        )
-                    else:
-                        rollups.setdefault(delivery.tenant_id, []).append(
-                            publication.rollup
-                        )
+                    rollups.setdefault(delivery.tenant_id, []).append(
+                        publication.rollup
+                    )
             done.add(index)
 
         async def keep_alive() -> None:
@@ -162,9 +156,7 @@ class Activities:
             rollups=rollups,
         )
 
-    async def _send(
-        self, delivery: JobDelivery, delivery_id: str | None
-    ) -> Reply | None:
+    async def _send(self, delivery: JobDelivery, delivery_id: str) -> Reply | None:
         """One job's events; None when the job has closed for good."""
         start = WithStartWorkflowOperation(
             names.JOB,

@@ -38,10 +38,10 @@ class JobInput(msgspec.Struct, frozen=True, kw_only=True):
 
 class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
     events: list[Event]
-    # Set by proxies: the job then hands its publication back in the reply,
-    # for the delivery to write, instead of publishing it itself. A retry
-    # carries the same id and gets the same reply.
-    delivery_id: str | None = None
+    # The job hands its publication back in the reply, for the delivery to
+    # write, instead of publishing it itself. A retry carries the same id
+    # and gets the same reply.
+    delivery_id: str
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,21 +62,16 @@ class DeliverInput(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[JobDelivery]
     rejections: list[Rejection]
     at: datetime
-    # Unique per delivery activity, stable across its retries; empty in
-    # histories from before jobs handed publications back.
-    delivery_id: str = ""
-    # True (histories from before proxies batched rollups): the activity
-    # reports each publication to its tenant itself. False: it returns the
-    # rollups and the proxy reports them in batches.
-    report_rollups: bool = True
+    # Unique per delivery activity, stable across its retries.
+    delivery_id: str
 
 
 class DeliverResult(msgspec.Struct, frozen=True, kw_only=True):
     ack: BatchAck
     # Events for jobs that had already closed; dead-lettered as too late.
     too_late: int = 0
-    # Rollups of the publications written, per tenant, when the proxy
-    # reports them (DeliverInput.report_rollups is False).
+    # Rollups of the publications written, per tenant, for the proxy to
+    # report in batches.
     rollups: dict[str, list[RollupDelta]] = msgspec.field(default_factory=dict)
 
 

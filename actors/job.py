@@ -11,7 +11,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from actors import names
     from actors.contracts import JobBatch, JobInput, JobOutcome, PublishJobInput
-    from actors.policies import PUBLISH_TIMEOUT, RETRY
+    from actors.policies import PUBLISH_TIMEOUT, RETRY, continue_as_new_due
     from actors.rules import job as rules
 
 
@@ -42,19 +42,11 @@ class JobWorkflow:
         # task that accepted it, so continue-as-new never strands one.
         state = self._state
         last = state.last_delivery
-        if (
-            batch.delivery_id is not None
-            and last
-            and last.delivery_id == batch.delivery_id
-        ):
+        if last and last.delivery_id == batch.delivery_id:
             return last  # a retried delivery: the same answer
         ack = rules.apply_batch(
             state, batch.events, max_job_bytes=self._settings.max_job_bytes
         )
-        if batch.delivery_id is None:
-            # A caller that does not write publications (and every delivery
-            # in histories from before hand-offs): the main loop publishes.
-            return rules.Reply(delivery_id="", ack=ack)
         publication = None
         if not self._publishing:
             publication = rules.decide(state, workflow.now(), self._settings)
@@ -70,11 +62,7 @@ class JobWorkflow:
         return self._state
 
     def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._settings.continue_as_new_after
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() >= limit
-        )
+        return continue_as_new_due(self._settings.continue_as_new_after)
 
     @workflow.run
     async def run(self, input: JobInput) -> JobOutcome:

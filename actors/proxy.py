@@ -24,23 +24,15 @@ with workflow.unsafe.imports_passed_through():
         DELIVER_TIMEOUT,
         REPORT_TIMEOUT,
         RETRY,
+        SETTINGS_TIMEOUT,
+        continue_as_new_due,
     )
     from actors.rules import proxy as rules
     from actors.rules.job import RollupDelta
 
-BACKPRESSURE = names.BACKPRESSURE
-RETIRED = names.RETIRED
 # After a delivery fails for good, its jobs wait this long before another try,
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
-HANDOFF_PATCH = "jobs-hand-publications-to-deliveries"
-ROLLUP_PATCH = "proxies-report-rollups-in-batches"
-DRAIN_PATCH = "proxies-drain-before-continue-as-new"
-HOLD_PATCH = "proxies-hold-a-trickle-briefly"
-PER_JOB_DEDUPE_PATCH = "proxies-de-duplicate-event-ids-per-job"
-REJECTIONS_PATCH = "proxies-bound-rejections-per-delivery"
-REPORT_ON_DRAIN_PATCH = "proxies-report-rollups-when-draining"
-PER_JOB_HOLD_PATCH = "proxies-hold-each-job-until-complete-or-due"
 
 
 @workflow.defn(name=names.PROXY)
@@ -49,7 +41,15 @@ class ProxyWorkflow:
     them to their job workflows, many jobs per delivery activity.
 
     A batch is acknowledged once it is in the outbox, which is workflow state:
-    from then on it survives the loss of every process.
+    from then on it survives the loss of every process. Each job's events are
+    held until they make the job complete or the oldest has waited
+    ``hold_s``, so that a trickle costs a job one delivery (one workflow
+    task), not one per event. Tenant rollups that deliveries hand back are
+    reported every ``rollup_interval_s``.
+
+    When Temporal suggests continue-as-new, the proxy drains: it refuses new
+    batches (senders retry), delivers and reports what it holds, and carries
+    only its de-duplication window and counters into the next run.
     """
 
     @workflow.init
@@ -64,36 +64,21 @@ class ProxyWorkflow:
         self._deliveries = 0
         self._reporting = False
         self._next_report = workflow.now()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Draining: refusing batches until everything held is delivered and
+        # reported, then continuing as new (or, retired, completing).
         self._draining = False
         # Retired: the shard count shrank and this shard closes for good once
         # it has delivered and reported everything it holds.
         self._retired = False
         self._closed = False
         self._continuing = False
-        self._hold = False
-        # Report held rollups as soon as a drain starts, rather than carry
-        # them into the next run, whose report clock starts afresh: a proxy
-        # continuing as new every few seconds would otherwise never report.
-        self._report_on_drain = False
-        # Hold each job's events until they make the job complete or the
-        # oldest has waited hold_s, instead of holding the whole outbox.
-        self._per_job_hold = False
-        # When the outbox last went from empty to holding events.
-        self._filling_since: datetime | None = None
+
+    # --- Messages ------------------------------------------------------------
 
     @workflow.update(name=names.PROXY_INGEST)
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
-        if self._filling_since is None and batch.events:
-            self._filling_since = workflow.now()
-        # The window is per job: event ids need only be unique per job
-        # (histories from before keyed it by event id alone).
-        return rules.ingest(
-            self._state,
-            batch,
-            self._settings,
-            per_job=workflow.patched(PER_JOB_DEDUPE_PATCH),
-            now=workflow.now(),
-        )
+        return rules.ingest(self._state, batch, self._settings, now=workflow.now())
 
     @ingest.validator
     def _admit(self, batch: rules.IngestBatch) -> None:
@@ -102,19 +87,19 @@ class ProxyWorkflow:
             raise ApplicationError(
                 f"shard {self._settings.shard} is retired: the shard count is "
                 "smaller now; send with the current --shards",
-                type=RETIRED,
+                type=names.RETIRED,
                 non_retryable=True,
             )
         if self._draining:
             raise ApplicationError(
                 f"shard {self._settings.shard} is continuing as new; retry shortly",
-                type=BACKPRESSURE,
+                type=names.BACKPRESSURE,
             )
         if self._state.pending >= self._settings.max_pending:
             raise ApplicationError(
                 f"shard {self._settings.shard} has {self._state.pending} events "
                 "waiting for delivery; retry later",
-                type=BACKPRESSURE,
+                type=names.BACKPRESSURE,
             )
 
     @workflow.update(name=names.PROXY_RETIRE)
@@ -134,23 +119,107 @@ class ProxyWorkflow:
         if self._continuing:
             raise ApplicationError(
                 f"shard {self._settings.shard} is continuing as new; retry shortly",
-                type=BACKPRESSURE,
+                type=names.BACKPRESSURE,
             )
 
     @workflow.query(name=names.PROXY_PENDING)
     def pending(self) -> int:
         return self._state.pending + len(self._state.rejections)
 
-    def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._settings.continue_as_new_after
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() >= limit
+    # --- The main loop ---------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: ProxyInput) -> None:
+        # Tunables come from the workers' configuration, read afresh each run,
+        # so a changed setting applies from the next continue-as-new on.
+        self._settings = await workflow.execute_local_activity(
+            names.PROXY_SETTINGS,
+            SettingsRequest(shard=self._settings.shard, shards=self._settings.shards),
+            result_type=rules.ProxySettings,
+            start_to_close_timeout=SETTINGS_TIMEOUT,
         )
+        self._next_report = workflow.now() + self._report_interval()
+        while True:
+            if self._drain_due():
+                # Refuse new batches (the validator pushes back) and deliver
+                # what is held: what the next run carries stays small however
+                # busy the shard is.
+                self._draining = True
+            if self._run_done():
+                break
+            await self._wait_for_work()
+            if self._report_due():
+                self._start_report()
+            while self._can_deliver():
+                self._start_delivery()
+            self._tasks = [task for task in self._tasks if not task.done()]
+        if self._retired:
+            # Closed for good: the retire update returns, then the run ends.
+            self._closed = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return
+        self._continuing = True
+        # A report still in flight belongs to this run: let it finish. Updates
+        # accepted meanwhile only add to the state carried over.
+        await workflow.wait_condition(
+            lambda: (
+                self._running == 0
+                and not self._reporting
+                and workflow.all_handlers_finished()
+            )
+        )
+        workflow.continue_as_new(ProxyInput(settings=self._settings, state=self._state))
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until there is something to start, or until the next timer
+        (a held job coming due, rollups due for their report).
+
+        Timers run only while something waits on one; a job or rollups
+        arriving while no timer runs wake the loop to start one.
+        """
+        timeout = self._next_timer()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: (
+                    self._has_work()
+                    or (timeout is None and self._next_timer() is not None)
+                ),
+                timeout=timeout,
+            )
+
+    def _has_work(self) -> bool:
+        return (
+            self._can_deliver()
+            or self._report_due()
+            or self._drain_due()
+            or self._run_done()
+        )
+
+    def _next_timer(self) -> timedelta | None:
+        timers = [t for t in (self._until_report(), self._hold_left()) if t]
+        return min(timers) if timers else None
+
+    # --- Decisions -------------------------------------------------------------
+
+    def _drain_due(self) -> bool:
+        return not self._draining and continue_as_new_due(
+            self._settings.continue_as_new_after
+        )
+
+    def _drained(self) -> bool:
+        state = self._state
+        return not state.outbox and not state.rejections and self._running == 0
+
+    def _run_done(self) -> bool:
+        """Draining, with everything delivered and reported (a retired run
+        also waits for a report in flight: nothing comes after it)."""
+        if not self._draining or not self._drained() or self._state.rollups:
+            return False
+        return not (self._retired and self._reporting)
 
     def _due(self) -> datetime | None:
         """Jobs queued at or before this are due (None: every job is due)."""
-        if not self._per_job_hold or self._draining:
+        if self._draining:
             return None
         return workflow.now() - timedelta(seconds=self._settings.hold_s)
 
@@ -159,39 +228,65 @@ class ProxyWorkflow:
             return False
         if self._state.rejections:
             return True
-        if self._per_job_hold:
-            return rules.any_due(self._state, self._busy, self._due())
-        if self._hold_left() is not None:
-            return False
-        return any(key not in self._busy for key in self._state.outbox)
+        return rules.any_due(self._state, self._busy, self._due())
 
     def _hold_left(self) -> timedelta | None:
-        """Time until the next held job comes due (per-job hold), or until the
-        outbox's hold ends (histories from before); None when nothing waits
-        on a timer (nothing held, all due, or draining).
-
-        Holding a trickle for a moment gives each job several events per
-        delivery instead of one, and a delivery costs the job a workflow task
-        whatever it carries.
-        """
-        if self._per_job_hold:
-            if self._draining:
-                return None
-            oldest = rules.next_due(self._state, self._busy)
-            if oldest is None:
-                return None
-            left = oldest + timedelta(seconds=self._settings.hold_s) - workflow.now()
-            return left if left > timedelta(0) else None
-        if not self._hold or self._draining or self._filling_since is None:
+        """Time until the next held job comes due; None when nothing waits on
+        a timer (nothing held, all due already, or draining)."""
+        if self._draining:
             return None
-        if self._state.pending >= self._settings.delivery_batch:
+        oldest = rules.next_due(self._state, self._busy)
+        if oldest is None:
             return None
-        left = (
-            self._filling_since
-            + timedelta(seconds=self._settings.hold_s)
-            - workflow.now()
-        )
+        left = oldest + timedelta(seconds=self._settings.hold_s) - workflow.now()
         return left if left > timedelta(0) else None
+
+    def _report_interval(self) -> timedelta:
+        return timedelta(seconds=self._settings.rollup_interval_s)
+
+    def _report_due(self) -> bool:
+        return (
+            bool(self._state.rollups)
+            and not self._reporting
+            and (self._draining or workflow.now() >= self._next_report)
+        )
+
+    def _until_report(self) -> timedelta | None:
+        """How long until held rollups are due; None when none are held (so
+        no timer runs while there is nothing to report)."""
+        if not self._state.rollups or self._reporting:
+            return None
+        if self._draining:
+            return timedelta(0)
+        return max(self._next_report - workflow.now(), timedelta(0))
+
+    # --- Work ------------------------------------------------------------------
+
+    def _start_delivery(self) -> None:
+        settings, state = self._settings, self._state
+        deliveries = rules.take(
+            state,
+            settings.delivery_batch,
+            self._busy,
+            settings.delivery_bytes,
+            due=self._due(),
+        )
+        # Rejections share a delivery with events, so they get half its bytes.
+        rejections = rules.take_rejections(state, settings.delivery_bytes // 2)
+        keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
+        # Marked before the task first runs, so the next check sees them.
+        self._busy.update(keys)
+        self._running += 1
+        self._deliveries += 1
+        input = DeliverInput(
+            deliveries=deliveries,
+            rejections=rejections,
+            at=workflow.now(),
+            # Stable across the activity's retries: a job answers a retried
+            # delivery with the reply it gave the first attempt.
+            delivery_id=f"{workflow.info().run_id}/{self._deliveries}",
+        )
+        self._tasks.append(asyncio.create_task(self._deliver(input, keys)))
 
     async def _deliver(self, input: DeliverInput, keys: list[str]) -> None:
         size = sum(len(d.events) for d in input.deliveries) + len(input.rejections)
@@ -218,43 +313,12 @@ class ProxyWorkflow:
             self._running -= 1
             self._in_flight -= size
 
-    def _drained(self) -> bool:
-        state = self._state
-        return not state.outbox and not state.rejections and self._running == 0
-
-    def _ready_to_continue(self) -> bool:
-        """Drained, and the rollups held are reported (histories from before
-        carry them over instead)."""
-        return self._drained() and not (self._report_on_drain and self._state.rollups)
-
-    def _closable(self) -> bool:
-        """Retired, and nothing left to deliver or report."""
-        return (
-            self._retired
-            and self._drained()
-            and not self._state.rollups
-            and not self._reporting
-        )
-
-    def _report_due(self) -> bool:
-        return (
-            bool(self._state.rollups)
-            and not self._reporting
-            and (
-                self._retired
-                or (self._draining and self._report_on_drain)
-                or workflow.now() >= self._next_report
-            )
-        )
-
-    def _until_report(self) -> timedelta | None:
-        """How long until held rollups are due; None when none are held (so
-        no timer runs while there is nothing to report)."""
-        if not self._state.rollups or self._reporting:
-            return None
-        if self._retired or (self._draining and self._report_on_drain):
-            return timedelta(0)
-        return max(self._next_report - workflow.now(), timedelta(0))
+    def _start_report(self) -> None:
+        # Taken and flagged here, before the task first runs, so the next
+        # check cannot start a second report.
+        self._reporting = True
+        rollups = rules.take_rollups(self._state)
+        self._tasks.append(asyncio.create_task(self._report(rollups)))
 
     async def _report(self, rollups: dict[str, list[RollupDelta]]) -> None:
         try:
@@ -269,138 +333,4 @@ class ProxyWorkflow:
             rules.restore_rollups(self._state, rollups)
         finally:
             self._reporting = False
-            self._next_report = workflow.now() + timedelta(
-                seconds=self._settings.rollup_interval_s
-            )
-
-    @workflow.run
-    async def run(self, input: ProxyInput) -> None:
-        # Tunables come from the workers' configuration, read afresh each run,
-        # so a changed setting applies from the next continue-as-new on.
-        self._settings = await workflow.execute_local_activity(
-            names.PROXY_SETTINGS,
-            SettingsRequest(shard=self._settings.shard, shards=self._settings.shards),
-            result_type=rules.ProxySettings,
-            start_to_close_timeout=timedelta(seconds=10),
-        )
-        state = self._state
-        tasks: list[asyncio.Task[None]] = []
-        # Histories from before the outbox was held deliver at once.
-        self._hold = workflow.patched(HOLD_PATCH)
-        self._report_on_drain = workflow.patched(REPORT_ON_DRAIN_PATCH)
-        self._per_job_hold = workflow.patched(PER_JOB_HOLD_PATCH)
-        self._next_report = workflow.now() + timedelta(
-            seconds=self._settings.rollup_interval_s
-        )
-        while True:
-            if self._retired:
-                if self._closable():
-                    break
-            else:
-                if not self._draining and self._should_continue_as_new():
-                    if not workflow.patched(DRAIN_PATCH):
-                        break  # histories from before draining
-                    # Refuse new batches (the validator pushes back), deliver
-                    # what is queued, then continue-as-new with an empty
-                    # outbox: what is carried over stays small however busy
-                    # the shard is.
-                    self._draining = True
-                if self._draining and self._ready_to_continue():
-                    break
-            # Timers run only while rollups wait for their report or the
-            # outbox is held; either arriving while no timer runs wakes the
-            # loop to start one.
-            timers = [t for t in (self._until_report(), self._hold_left()) if t]
-            timeout = min(timers) if timers else None
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda armed=timeout is not None: (
-                        self._can_deliver()
-                        or (not self._draining and self._should_continue_as_new())
-                        or (
-                            self._draining
-                            and not self._retired
-                            and self._ready_to_continue()
-                        )
-                        or self._closable()
-                        or self._report_due()
-                        or (
-                            not armed
-                            and (
-                                self._until_report() is not None
-                                or self._hold_left() is not None
-                            )
-                        )
-                    ),
-                    timeout=timeout,
-                )
-            if self._report_due():
-                # Taken and flagged here, before the task first runs, so the
-                # next check cannot start a second report.
-                self._reporting = True
-                rollups = rules.take_rollups(state)
-                tasks.append(asyncio.create_task(self._report(rollups)))
-            while self._can_deliver():
-                deliveries = rules.take(
-                    state,
-                    self._settings.delivery_batch,
-                    self._busy,
-                    self._settings.delivery_bytes,
-                    due=self._due(),
-                )
-                # Rejections share a delivery with events, so they get half
-                # its byte budget (histories from before take them all).
-                if workflow.patched(REJECTIONS_PATCH):
-                    rejections = rules.take_rejections(
-                        state, self._settings.delivery_bytes // 2
-                    )
-                else:
-                    rejections, state.rejections = state.rejections, []
-                keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
-                self._busy.update(keys)
-                # What stays behind (busy jobs) starts a new hold.
-                self._filling_since = workflow.now() if state.outbox else None
-                self._running += 1
-                self._deliveries += 1
-                # Jobs hand their publications back to deliveries that carry
-                # an id (histories from before that carry none).
-                delivery_id = (
-                    f"{workflow.info().run_id}/{self._deliveries}"
-                    if workflow.patched(HANDOFF_PATCH)
-                    else ""
-                )
-                # Deliveries hand rollups back for the proxy to report in
-                # batches (histories from before report them themselves).
-                batched = workflow.patched(ROLLUP_PATCH)
-                tasks.append(
-                    asyncio.create_task(
-                        self._deliver(
-                            DeliverInput(
-                                deliveries=deliveries,
-                                rejections=rejections,
-                                at=workflow.now(),
-                                delivery_id=delivery_id,
-                                report_rollups=not batched,
-                            ),
-                            keys,
-                        )
-                    )
-                )
-            tasks = [task for task in tasks if not task.done()]
-        if self._retired:
-            # Closed for good: the retire update returns, then the run ends.
-            self._closed = True
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            return
-        self._continuing = True
-        # Deliveries and reports in flight belong to this run: finish them
-        # first. Updates accepted meanwhile only add to the state carried over,
-        # and so do rollups not yet reported.
-        await workflow.wait_condition(
-            lambda: (
-                self._running == 0
-                and not self._reporting
-                and workflow.all_handlers_finished()
-            )
-        )
-        workflow.continue_as_new(ProxyInput(settings=self._settings, state=state))
+            self._next_report = workflow.now() + self._report_interval()

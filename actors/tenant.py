@@ -10,7 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from actors import names
     from actors.contracts import PublishSummaryInput, TenantInput
-    from actors.policies import PUBLISH_TIMEOUT, RETRY
+    from actors.policies import PUBLISH_TIMEOUT, RETRY, continue_as_new_due
     from actors.rules import tenant as rules
 
 
@@ -41,11 +41,7 @@ class TenantWorkflow:
         return self._state
 
     def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._settings.continue_as_new_after
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() >= limit
-        )
+        return continue_as_new_due(self._settings.continue_as_new_after)
 
     @workflow.run
     async def run(self, input: TenantInput) -> None:

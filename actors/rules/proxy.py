@@ -99,14 +99,12 @@ def ingest(
     batch: IngestBatch,
     settings: ProxySettings,
     *,
-    per_job: bool = True,
-    now: datetime | None = None,
+    now: datetime,
 ) -> IngestAck:
-    """Take a batch into the outbox; never raises for bad events.
+    """Take a batch into the outbox at ``now``; never raises for bad events.
 
-    ``per_job=False`` keys the de-duplication window by event id alone, as
-    histories from before the window was per job did. With ``now``, each
-    job's queueing time and completeness are tracked for ``take(due=...)``.
+    Each job's queueing time and completeness are tracked for
+    ``take(due=...)``.
     """
     accepted = duplicates = 0
     touched: dict[str, None] = {}
@@ -120,22 +118,21 @@ def ingest(
             state.rejections.append(reject(event_json(event), problem))
             rejected += 1
             continue
-        key = recent_key(event) if per_job else event.event_id
+        key = recent_key(event)
         if key in state.recent:
             duplicates += 1
             continue
         state.recent[key] = None
         job = job_key(event.tenant_id, event.job_id)
-        if now is not None and job not in state.outbox:
+        if job not in state.outbox:
             state.queued_at[job] = now
         state.outbox.setdefault(job, []).append(event)
         touched[job] = None
         state.pending += 1
         accepted += 1
-    if now is not None:
-        for job in touched:
-            if job not in state.complete and is_complete(state.outbox[job]):
-                state.complete[job] = None
+    for job in touched:
+        if job not in state.complete and is_complete(state.outbox[job]):
+            state.complete[job] = None
     excess = len(state.recent) - RECENT_EVENT_IDS
     if excess > 0:
         for key in list(state.recent)[:excess]:

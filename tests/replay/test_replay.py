@@ -1,6 +1,6 @@
 """Replay every committed history with the current workflow code and the real
 data converter. A failure here means a workflow change is not replay-safe:
-guard it with ``workflow.patched`` (or record why old histories may break).
+guard it with ``workflow.patched`` and record a new history folder.
 """
 
 from __future__ import annotations

@@ -124,6 +124,7 @@ CONTRACT_VALUES = [
             ],
             rejections=[REJECTION],
             at=NOW,
+            delivery_id="run/1",
         ),
         id="DeliverInput",
     ),
@@ -169,7 +170,7 @@ async def test_data_converter_round_trips_contract_struct(value: Any) -> None:
 
 
 async def test_round_tripped_datetimes_stay_timezone_aware() -> None:
-    value = DeliverInput(deliveries=[], rejections=[], at=NOW)
+    value = DeliverInput(deliveries=[], rejections=[], at=NOW, delivery_id="run/1")
     [decoded] = await DATA_CONVERTER.decode(
         await DATA_CONVERTER.encode([value]), [DeliverInput]
     )

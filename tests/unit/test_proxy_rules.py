@@ -17,7 +17,6 @@ from actors.rules.proxy import (
     ProxySettings,
     ProxyState,
     any_due,
-    ingest,
     is_complete,
     job_key,
     next_due,
@@ -29,6 +28,17 @@ from wire.validate import reject, rejection_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = ProxySettings(shard=0, shards=1, max_payload_bytes=1024)
+
+
+def ingest(
+    state: ProxyState,
+    batch: IngestBatch,
+    settings: ProxySettings,
+    *,
+    now: datetime = T0,
+) -> IngestAck:
+    """``proxy_rules.ingest``, at T0 unless a test says when."""
+    return proxy_rules.ingest(state, batch, settings, now=now)
 
 
 def result(
@@ -220,16 +230,6 @@ def test_an_event_id_is_a_duplicate_only_within_its_job() -> None:
     )
     assert ack == IngestAck(accepted=2, duplicates=1)
     assert queued(state) == 3
-    # Histories from before keyed the window by event id alone.
-    old = ProxyState()
-    ingest(old, IngestBatch(events=[first]), SETTINGS, per_job=False)
-    ack = ingest(
-        old,
-        IngestBatch(events=[result("k", 0, event_id="e1")]),
-        SETTINGS,
-        per_job=False,
-    )
-    assert ack == IngestAck(duplicates=1)
 
 
 # --- take ----------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def test_take_with_due_takes_complete_and_old_jobs_and_leaves_young_partial_ones
     assert not any_due(state, set(), due=T1)
     assert next_due(state, set()) == T2
     assert take(state, 100, set(), due=T1) == []
-    # Without due, everything is taken (draining, or histories from before).
+    # Without due, everything is taken (a draining proxy).
     assert [d.job_id for d in take(state, 100, set())] == ["young"]
     assert state.pending == 0
 
