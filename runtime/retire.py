@@ -2,8 +2,8 @@
 
 A retired shard's proxy refuses new batches, delivers and reports what it
 holds, and completes. Its task queue is then served until no workflow is left
-on it (entities started before they moved to the entity queue may still
-live there), so nothing is stranded on a queue no worker polls.
+on it (a sender still on the old shard count may have started the proxy
+again), so nothing is stranded on a queue no worker polls.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from actors import routing
 from actors.activities import Activities
 from actors.pipelines import Pipeline
 from actors.settings import WorkerConfig
-from actors.workflows import WORKFLOWS, JobWorkflow, TenantWorkflow
+from actors.workflows import JobWorkflow, ProxyWorkflow, TenantWorkflow
 from sinks import Sink
 
 # Entity (job and tenant) workflow tasks one process works on at once.
@@ -79,28 +79,23 @@ def build_workers(
     entities: bool = True,
     strict: bool = False,
 ) -> list[Worker]:
-    """One worker per shard task queue (the proxies and their deliveries),
-    and one for the entity task queue (jobs and tenants) unless
-    ``entities`` is false; all share one set of activities.
-
-    The shard workers register the entity workflows too: entities started
-    before they moved to the entity queue still live on shard queues.
+    """One worker per shard task queue (a proxy, its settings, deliveries and
+    reports), and one for the entity task queue (jobs and tenants, and the
+    publications they make themselves) unless ``entities`` is false; all
+    share one set of activities, so their sink writes coalesce.
     """
     activities = Activities(client=client, sink=sink, pipeline=pipeline, config=config)
     runner = workflow_runner(strict=strict)
-    everything = [
-        activities.proxy_settings,
-        activities.deliver,
-        activities.publish_job,
-        activities.publish_summary,
-        activities.report,
-    ]
     workers = [
         Worker(
             client,
             task_queue=routing.task_queue(shard),
-            workflows=WORKFLOWS,
-            activities=everything,
+            workflows=[ProxyWorkflow],
+            activities=[
+                activities.proxy_settings,
+                activities.deliver,
+                activities.report,
+            ],
             workflow_runner=runner,
             max_concurrent_workflow_tasks=PROXY_TASK_SLOTS,
             max_cached_workflows=PROXY_CACHED_WORKFLOWS,

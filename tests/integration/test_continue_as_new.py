@@ -51,7 +51,7 @@ async def deliver_with_retry(client: Client, batch: JobBatch) -> Reply:
             JobWorkflow.run,
             JobInput(tenant_id="t", job_id="storm", settings=STORM.job),
             id=routing.job_id_of("t", "storm"),
-            task_queue=routing.task_queue(0),
+            task_queue=routing.ENTITY_TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         try:
