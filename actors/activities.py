@@ -38,7 +38,7 @@ from actors.rules.publish import job_records, rejection_records, too_late_record
 from actors.rules.tenant import RollupBatch
 from actors.settings import WorkerConfig
 from sinks import Sink, SinkRecord
-from wire.batching import Coalescer
+from wire.batching import MicroBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -62,10 +62,12 @@ class Activities:
         self._config = config
         # Concurrent activities share sink writes (one lock, one fsync) and
         # tenant reports (one update per tenant at a time, not one per job).
-        self._writes: Coalescer[None, SinkRecord] = Coalescer(
+        # Each activity awaits the call that carried its own items, so it
+        # completes only once they are durable and fails if that call failed.
+        self._writes: MicroBatcher[None, SinkRecord, int] = MicroBatcher(
             lambda _, records: sink.write(records), window_s=0.005, max_items=2000
         )
-        self._reports: Coalescer[str, RollupDelta] = Coalescer(
+        self._reports: MicroBatcher[str, RollupDelta, None] = MicroBatcher(
             self._send_report, window_s=0.05, max_items=500
         )
 

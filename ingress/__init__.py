@@ -3,8 +3,8 @@ and the HTTP ingress (Pub/Sub push and REST).
 
 - ``ingress.sender``: ``EventSender``, ``send_batch``, ``send_batch_within``.
 - ``ingress.envelope``: pure rules for push envelopes, bodies and tokens.
-- ``ingress.batcher``: the per-shard micro-batcher the service uses.
-- ``ingress.service``: the settings, the service and its readiness.
+- ``ingress.service``: the settings, the service (its per-shard batcher is
+  ``wire.batching.MicroBatcher``) and its readiness.
 - ``ingress.routes``: the aiohttp handlers and ``create_app``.
 """
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import structlog
 from temporalio.client import (
@@ -24,6 +25,7 @@ from actors import names, routing
 from actors.contracts import ProxyInput
 from actors.rules.proxy import IngestAck, IngestBatch, ProxySettings, recent_key
 from wire import Event, Limits, Rejection, parse_event
+from wire.batching import MicroBatcher, QueueFull
 from wire.validate import RAW_KEEP_BYTES
 
 log = structlog.get_logger(__name__)
@@ -54,16 +56,6 @@ class SendSummary:
         }
 
 
-@dataclass
-class _Pending:
-    events: list[Event] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    size: int = 0
-
-    def __len__(self) -> int:
-        return len(self.events) + len(self.rejections)
-
-
 class EventSender:
     """Validates raw events at the edge and sends them in micro-batches, one
     ``ingest`` update per batch and shard.
@@ -71,10 +63,12 @@ class EventSender:
     A batch is sent when it holds ``batch_size`` events or ``max_batch_bytes``
     bytes, ``max_delay_s`` after its first event (so a slow trickle is not held
     back waiting for a full batch), or when ``flush`` is called. Up to
-    ``in_flight`` updates per shard
-    run at once (Temporal allows 10 per workflow). A send is retried until the
-    proxy accepts it, so once ``flush`` returns every event is acknowledged:
-    accepted, recognised as a duplicate, or dead-lettered.
+    ``in_flight`` updates per shard run at once (Temporal allows 10 per
+    workflow); while they are all busy and the next batch is full, ``send``
+    waits. A send is retried until the proxy accepts it, so once ``flush``
+    returns every event is acknowledged: accepted, recognised as a duplicate,
+    or dead-lettered. A failed send is raised by the next ``send`` or
+    ``flush``.
     """
 
     def __init__(
@@ -92,18 +86,24 @@ class EventSender:
         self._client = client
         self._shards = shards
         self._limits = limits
-        self._batch_size = batch_size
-        self._max_batch_bytes = max_batch_bytes
-        self._max_delay_s = max_delay_s
-        self._pending = [_Pending() for _ in range(shards)]
-        self._slots = [asyncio.Semaphore(in_flight) for _ in range(shards)]
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batcher: MicroBatcher[int, Event | Rejection, None] = MicroBatcher(
+            self._deliver,
+            window_s=max_delay_s,
+            max_items=batch_size,
+            max_bytes=max_batch_bytes,
+            in_flight=in_flight,
+            # Room for one full batch waiting for a slot: past it the producer
+            # waits (back-pressure) rather than buffering without bound.
+            max_queued=batch_size,
+            max_queued_bytes=max_batch_bytes,
+        )
         self._error: BaseException | None = None
         self._on_ack = on_ack
         self.summary = SendSummary()
 
     async def send(self, raw: bytes) -> None:
-        """Queue one raw JSON event; sends a batch when one is full."""
+        """Queue one raw JSON event; waits while its shard has a full batch
+        and no free slot."""
         if self._error is not None:
             raise self._error
         self.summary.sent += 1
@@ -114,28 +114,17 @@ class EventSender:
                 if item.tenant_id and item.job_id
                 else routing.raw_shard(raw, self._shards)
             )
-            pending = self._pending[shard]
-            pending.rejections.append(item)
-            pending.size += min(len(raw), RAW_KEEP_BYTES)
+            size = min(len(raw), RAW_KEEP_BYTES)
         else:
             shard = routing.shard_of(item.tenant_id, item.job_id, self._shards)
-            pending = self._pending[shard]
-            pending.events.append(item)
-            pending.size += len(raw)
-        if len(pending) >= self._batch_size or pending.size >= self._max_batch_bytes:
-            await self._launch(shard)
-        elif len(pending) == 1:
-            self._track(asyncio.create_task(self._expire(shard, pending)))
-
-    async def _expire(self, shard: int, pending: _Pending) -> None:
-        """Send a batch that is still filling ``max_delay_s`` after it began."""
-        await asyncio.sleep(self._max_delay_s)
-        if self._pending[shard] is pending:
-            await self._launch(shard)
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            size = len(raw)
+        # One list append per event (``add``: no future); ``_deliver`` records
+        # a failure for the next send or flush.
+        try:
+            self._batcher.add(shard, item, size)
+        except QueueFull:  # a full batch waits for a slot: so does the producer
+            await self._batcher.wait_for_room(shard)
+            self._batcher.add(shard, item, size)
 
     async def send_all(self, lines: AsyncIterable[bytes]) -> SendSummary:
         async for line in lines:
@@ -146,30 +135,28 @@ class EventSender:
 
     async def flush(self) -> None:
         """Send every partial batch and wait until all are acknowledged."""
-        for shard in range(self._shards):
-            if len(self._pending[shard]):
-                await self._launch(shard)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        await self._batcher.flush()
         if self._error is not None:
             raise self._error
 
-    async def _launch(self, shard: int) -> None:
-        pending, self._pending[shard] = self._pending[shard], _Pending()
-        batch = IngestBatch(events=pending.events, rejections=pending.rejections)
-        await self._slots[shard].acquire()
-        self._track(asyncio.create_task(self._deliver(shard, batch)))
-
-    async def _deliver(self, shard: int, batch: IngestBatch) -> None:
+    async def _deliver(self, shard: int, items: list[Event | Rejection]) -> None:
+        rejections = [i for i in items if isinstance(i, Rejection)]
+        batch = IngestBatch(
+            # Rejections are rare: most batches need no second pass.
+            events=[i for i in items if not isinstance(i, Rejection)]
+            if rejections
+            else cast("list[Event]", items),
+            rejections=rejections,
+        )
         try:
             ack = await send_batch(self._client, shard, self._shards, batch)
             self.summary.add(ack)
             if self._on_ack is not None:
-                self._on_ack(len(batch.events) + len(batch.rejections), ack)
+                self._on_ack(len(items), ack)
         except BaseException as exc:  # surfaced by the next send or flush
             self._error = exc
-        finally:
-            self._slots[shard].release()
+            if not isinstance(exc, Exception):
+                raise
 
 
 def _update_id(batch: IngestBatch) -> str:

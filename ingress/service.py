@@ -18,10 +18,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
 from actors.rules.proxy import IngestAck, IngestBatch
-from ingress.batcher import ShardBatcher, Unavailable
 from ingress.envelope import shard_for
 from ingress.sender import is_backpressure, send_batch_within
 from wire import Event, Limits, Rejection
+from wire.batching import Closed, MicroBatcher, QueueFull
 from wire.validate import RAW_KEEP_BYTES
 
 log = structlog.get_logger("ingress")
@@ -108,6 +108,11 @@ class Outcome(enum.StrEnum):
     ERROR = "error"
 
 
+class Unavailable(Exception):
+    """The ingress cannot take this item now (closing, a shard's queue is
+    full, or its update failed or timed out); the request gets 503."""
+
+
 class Ingress:
     """The service's state: the client, the batcher, shard health.
 
@@ -118,9 +123,11 @@ class Ingress:
         self.client = client
         self.settings = settings
         self._health = [_ShardHealth() for _ in range(settings.shards)]
-        self.batcher = ShardBatcher(
+        # Per shard: one update per window (or per full batch), ``in_flight``
+        # at a time; a request whose shard has ``max_queued`` items waiting
+        # gets 503 at once rather than piling up while Temporal is away.
+        self.batcher: MicroBatcher[int, Event | Rejection, IngestAck] = MicroBatcher(
             self._send,
-            shards=settings.shards,
             window_s=settings.batch_window_s,
             max_items=settings.batch_max_events,
             max_bytes=settings.batch_max_bytes,
@@ -131,7 +138,11 @@ class Ingress:
         self._ready_at = float("-inf")
         self._ready_check: asyncio.Task[Readiness] | None = None
 
-    async def _send(self, shard: int, batch: IngestBatch) -> IngestAck:
+    async def _send(self, shard: int, items: list[Event | Rejection]) -> IngestAck:
+        batch = IngestBatch(
+            events=[i for i in items if not isinstance(i, Rejection)],
+            rejections=[i for i in items if isinstance(i, Rejection)],
+        )
         started = time.monotonic()
         health = self._health[shard]
 
@@ -189,12 +200,16 @@ class Ingress:
                     if isinstance(item, Rejection)
                     else len(raw)
                 )
-                futures.append(self.batcher.submit(shard, item, size))
+                futures.append(self.batcher.submit(shard, (item,), size))
                 shards.add(shard)
-        except Unavailable:
+        except (Closed, QueueFull) as exc:
             _abandon(futures)
             request["shards"] = sorted(shards)
-            raise
+            raise Unavailable(
+                "shutting down"
+                if isinstance(exc, Closed)
+                else f"shard {shard} has {self.batcher.queued(shard)} items queued"
+            ) from None
         request["shards"] = sorted(shards)
         try:
             async with asyncio.timeout(self.settings.ack_timeout_s):
