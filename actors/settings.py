@@ -1,33 +1,28 @@
-"""Worker configuration: one frozen value built at start-up and passed down."""
+"""Worker configuration: one frozen value built at start-up and passed down.
+
+Its defaults are the rules' own (``actors.rules``); the worker command fills
+it from flags and environment (``runtime.worker_settings``).
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.routing import DEFAULT_SHARDS
 from actors.rules.job import JobSettings
-from actors.rules.proxy import ProxySettings
+from actors.rules.proxy import (
+    DEFAULT_DELIVERY_BATCH,
+    DEFAULT_HOLD_S,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_ROLLUP_INTERVAL_S,
+    ProxySettings,
+)
 from actors.rules.tenant import TenantSettings
 from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES
 
 DEFAULT_SINK = "file:./data/out"
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return default if value in (None, "") else float(value)
-
-
-def default_shards() -> int:
-    """The shard count every process must agree on (EVENTFLOW_SHARDS)."""
-    return env_int("EVENTFLOW_SHARDS", DEFAULT_SHARDS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,14 +35,14 @@ class WorkerConfig:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     job: JobSettings = field(default_factory=JobSettings)
     tenant: TenantSettings = field(default_factory=TenantSettings)
-    max_pending: int = 50_000
-    delivery_batch: int = 2_000
-    max_deliveries: int = 4
+    max_pending: int = DEFAULT_MAX_PENDING
+    delivery_batch: int = DEFAULT_DELIVERY_BATCH
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
     # Concurrent job updates within one delivery activity.
     delivery_concurrency: int = 64
     proxy_continue_as_new_after: int | None = None
-    rollup_interval_s: float = 5.0
-    hold_s: float = 0.5
+    rollup_interval_s: float = DEFAULT_ROLLUP_INTERVAL_S
+    hold_s: float = DEFAULT_HOLD_S
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(

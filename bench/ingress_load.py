@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from ingress.service import TOKEN_ENV
 from runtime.cli import (
     add_workload_arguments,
     configure_logging,
@@ -177,7 +178,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         else lines
     )
     headers = {"Content-Type": "application/json"}
-    token = os.environ.get("EVENTFLOW_INGRESS_TOKEN")
+    token = os.environ.get(TOKEN_ENV)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     watcher = ResultWatcher(args.out) if args.out is not None else None

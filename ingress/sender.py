@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
+import stamina
 import structlog
 from temporalio.client import (
     Client,
@@ -248,6 +249,9 @@ def is_backpressure(exc: BaseException) -> bool:
 
 
 _HARD_CUT_GRACE_S = 1.0
+# The first backoff between attempts (and its most jitter); it doubles from
+# there up to the caller's ``max_backoff_s``.
+SEND_WAIT_INITIAL_S = 0.05
 
 
 def _settle(start: WithStartWorkflowOperation) -> None:
@@ -284,52 +288,88 @@ async def send_batch_within(
     update_id = _update_id(batch)
     loop = asyncio.get_running_loop()
     deadline = None if deadline_s is None else loop.time() + deadline_s
-    delay = 0.05
     last_error: str | None = None
-    while True:
-        left = None if deadline is None else deadline - loop.time()
-        if left is not None and left <= 0:
-            raise SendTimeout(shard, deadline_s or 0.0, last_error)
-        start = _proxy_start(shard, shards)
-        try:
-            # The RPC's own deadline normally ends a slow attempt; the hard
-            # cut a moment later covers the client's internal retries.
-            async with asyncio.timeout(
-                None if left is None else left + _HARD_CUT_GRACE_S
-            ):
-                return await client.execute_update_with_start_workflow(
-                    names.PROXY_INGEST,
-                    batch,
-                    start_workflow_operation=start,
-                    result_type=IngestAck,
-                    id=update_id,
-                    rpc_timeout=None if left is None else timedelta(seconds=left),
-                )
-        except TimeoutError:
-            raise SendTimeout(shard, deadline_s or 0.0, last_error) from None
-        except (
-            WorkflowUpdateFailedError,
-            WorkflowUpdateRPCTimeoutOrCancelledError,
-            RPCError,
-        ) as exc:
-            if not _retryable(exc):
-                raise
-            last_error = type(exc).__name__
-            if on_retry is not None:
-                on_retry(exc)
-            # Quiet where every request retries (the ingress), visible for
-            # senders without a deadline, which may wait long.
-            (log.debug if deadline is not None else log.info)(
-                "proxy update retried",
-                shard=shard,
-                error=last_error,
-                cause=str(getattr(exc, "cause", None) or exc)[:200],
-                delay_s=round(delay, 2),
-            )
-        finally:
-            _settle(start)
-        pause = (
-            delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
+    retries = 0
+
+    def retry(exc: Exception) -> bool:
+        nonlocal last_error, retries
+        if not _retryable(exc):
+            return False
+        last_error = type(exc).__name__
+        retries += 1
+        if on_retry is not None:
+            on_retry(exc)
+        # Quiet where every request retries (the ingress), visible for
+        # senders without a deadline, which may wait long.
+        (log.debug if deadline is not None else log.info)(
+            "proxy update retried",
+            shard=shard,
+            error=last_error,
+            cause=str(getattr(exc, "cause", None) or exc)[:200],
+            retries=retries,
         )
-        await asyncio.sleep(pause)
-        delay = min(delay * 2, max_backoff_s)
+        return True
+
+    def timed_out() -> SendTimeout:
+        return SendTimeout(shard, deadline_s or 0.0, last_error)
+
+    # stamina retries (jittered exponential backoff, stopping at the
+    # deadline). What it cannot express stays here: each attempt's RPC
+    # timeout is the time left, and the hard cut. The RPC's own deadline
+    # normally ends a slow attempt; the cut a moment later covers the
+    # client's internal retries, and a backoff that would outlast the
+    # deadline, so a batch gives up within _HARD_CUT_GRACE_S of it.
+    wait_initial = min(SEND_WAIT_INITIAL_S, max_backoff_s)
+    try:
+        async with asyncio.timeout_at(
+            None if deadline is None else deadline + _HARD_CUT_GRACE_S
+        ):
+            async for attempt in stamina.retry_context(
+                on=retry,
+                attempts=None,
+                timeout=deadline_s,
+                wait_initial=wait_initial,
+                wait_max=max_backoff_s,
+                wait_jitter=wait_initial,
+            ):
+                with attempt:
+                    left = None if deadline is None else deadline - loop.time()
+                    if left is not None and left <= 0:
+                        raise timed_out()
+                    return await _attempt(client, shard, shards, batch, update_id, left)
+    except SendTimeout:
+        raise
+    except TimeoutError:  # the hard cut
+        raise timed_out() from None
+    except (
+        WorkflowUpdateFailedError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        RPCError,
+    ) as exc:
+        if deadline is not None and _retryable(exc):  # retried until the deadline
+            raise timed_out() from exc
+        raise
+    raise AssertionError("unreachable: stamina returns or raises")
+
+
+async def _attempt(
+    client: Client,
+    shard: int,
+    shards: int,
+    batch: IngestBatch,
+    update_id: str,
+    left: float | None,
+) -> IngestAck:
+    """One ``ingest`` update-with-start, its RPC given ``left`` seconds."""
+    start = _proxy_start(shard, shards)
+    try:
+        return await client.execute_update_with_start_workflow(
+            names.PROXY_INGEST,
+            batch,
+            start_workflow_operation=start,
+            result_type=IngestAck,
+            id=update_id,
+            rpc_timeout=None if left is None else timedelta(seconds=left),
+        )
+    finally:
+        _settle(start)

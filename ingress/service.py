@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
-from actors.rules.proxy import IngestAck, IngestBatch
+from actors.rules.proxy import DEFAULT_MAX_PENDING, IngestAck, IngestBatch
 from ingress.envelope import shard_for
 from ingress.sender import is_backpressure, send_batch_within
 from wire import Event, Limits, Rejection
@@ -31,6 +31,9 @@ log = structlog.get_logger("ingress")
 # until it expires, so the default body limit lets every one in (and an
 # oversize event is then dead-lettered like any other invalid one).
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# The variable holding the shared access token (else a file does). Never a
+# flag: a command line is visible to every local user.
+TOKEN_ENV = "EVENTFLOW_INGRESS_TOKEN"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +60,7 @@ class IngressSettings:
         ack_timeout_s: how long a request waits for its update before 503.
         retry_after_s: the ``Retry-After`` of a 503.
         ready_max_pending: a proxy with this many undelivered events counts
-            as pushing back for readiness (the workers' ``max_pending``).
+            as pushing back for readiness (the proxies' ``max_pending``).
         ready_timeout_s: how long a readiness check waits for Temporal.
     """
 
@@ -72,7 +75,7 @@ class IngressSettings:
     max_queued: int = 20_000
     ack_timeout_s: float = 8.0
     retry_after_s: int = 2
-    ready_max_pending: int = 50_000
+    ready_max_pending: int = DEFAULT_MAX_PENDING
     ready_timeout_s: float = 3.0
 
 

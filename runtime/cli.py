@@ -1,32 +1,37 @@
-"""What every command line shares: argument types, the options several
-commands take, and a fast exit."""
+"""What every command line shares: the options several commands take (each
+declared once, see ``runtime.settings``), the synthetic workload's
+options, and a fast exit."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
+from typing import Any
 
-from actors.settings import default_shards
-from runtime.logging import configure_logging
+from actors.routing import DEFAULT_SHARDS
+from runtime.logging import DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, configure_logging
+from runtime.settings import option, positive_int
 from wire.synthetic import WorkloadSpec
 
 __all__ = [
-    "add_connect_timeout_argument",
-    "add_shards_argument",
+    "SHARDS_ENV",
+    "SINK_ENV",
+    "ClientSettings",
     "add_workload_arguments",
     "configure_logging",
+    "connect_timeout_option",
     "exit_now",
+    "log_level_option",
     "positive_int",
+    "shards_option",
     "workload_from",
 ]
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a positive integer, got {text}")
-    return value
+# Variables more than one command reads.
+SHARDS_ENV = "EVENTFLOW_SHARDS"
+SINK_ENV = "EVENTFLOW_SINK"  # the workers' sink; script.consume's default --from
 
 
 def exit_now(code: int = 0) -> None:
@@ -42,26 +47,49 @@ def exit_now(code: int = 0) -> None:
     os._exit(code)
 
 
-def add_connect_timeout_argument(parser: argparse.ArgumentParser) -> None:
-    """``--connect-timeout``: how long a command waits for Temporal at start."""
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=60.0,
-        help="seconds to keep retrying while Temporal is unreachable at start "
-        "(default %(default)s)",
-    )
-
-
-def add_shards_argument(parser: argparse.ArgumentParser) -> None:
+def shards_option() -> Any:
     """``--shards``: the one setting every process must agree on."""
-    parser.add_argument(
-        "--shards",
-        type=positive_int,
-        default=default_shards(),
-        help="shard count, the same for every process (env EVENTFLOW_SHARDS; "
-        "default %(default)s)",
+    return option(
+        DEFAULT_SHARDS,
+        flag="--shards",
+        metavar="M",
+        env=SHARDS_ENV,
+        parse=positive_int,
+        help="shard count, the same for every process",
     )
+
+
+def connect_timeout_option() -> Any:
+    """``--connect-timeout``: how long a command waits for Temporal at start."""
+    return option(
+        60.0,
+        flag="--connect-timeout",
+        metavar="S",
+        help="seconds to keep retrying while Temporal is unreachable at start",
+    )
+
+
+def log_level_option(*, choices: tuple[str, ...] | None = None) -> Any:
+    """``--log-level``: debug, info, warning or error."""
+    return option(
+        DEFAULT_LOG_LEVEL,
+        flag="--log-level",
+        env=LOG_LEVEL_ENV,
+        choices=choices,
+        metavar="LEVEL",
+        help="debug, info, warning or error; other libraries' loggers show "
+        "warnings and above",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """What a command that talks to the shard proxies is told
+    (``script.emit``; the worker's settings have the same options)."""
+
+    shards: int = shards_option()
+    connect_timeout: float = connect_timeout_option()
+    log_level: str = log_level_option()
 
 
 def add_workload_arguments(

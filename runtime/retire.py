@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import stamina
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -23,34 +24,41 @@ log = structlog.get_logger("runtime.retire")
 POLL_S = 2.0
 
 
+def _retire_raced(exc: Exception) -> bool:
+    """Worth another try: the proxy pushed back (it is continuing as new or
+    still delivering a full outbox), or its run ended (completed or continued
+    as new) under the update."""
+    if isinstance(exc, WorkflowUpdateFailedError):
+        cause = exc.cause
+        return isinstance(cause, ApplicationError) and cause.type == names.BACKPRESSURE
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
 async def retire_proxy(client: Client, shard: int) -> int:
     """Close ``proxy/{shard}`` once it holds nothing; returns how many events
     it held when retired (0 when it was not running)."""
     handle = client.get_workflow_handle(routing.proxy_id(shard))
-    while True:
-        try:
-            description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
+    async for attempt in stamina.retry_context(
+        on=_retire_raced,
+        attempts=None,  # as long as it takes: retiring waits for the proxy
+        timeout=None,
+        wait_initial=POLL_S / 4,
+        wait_max=POLL_S,
+        wait_jitter=POLL_S / 4,
+    ):
+        with attempt:
+            try:
+                description = await handle.describe()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    return 0
+                raise
+            if description.status != WorkflowExecutionStatus.RUNNING:
                 return 0
-            raise
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            return 0
-        try:
             held = await handle.execute_update(names.PROXY_RETIRE, result_type=int)
             log.info("proxy retired", shard=shard, held=held)
             return held
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if not (
-                isinstance(cause, ApplicationError) and cause.type == names.BACKPRESSURE
-            ):
-                raise
-        except RPCError as exc:
-            # The run ended (completed or continued as new) under the update.
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-        await asyncio.sleep(POLL_S)
+    raise AssertionError("unreachable: stamina returns or raises")
 
 
 def _running_on(shards: Sequence[int]) -> str:

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiofiles
 import redis.asyncio as aioredis
@@ -26,68 +27,81 @@ import structlog
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from redis.exceptions import RedisError
 
-from runtime.cli import configure_logging
+from runtime.cli import SINK_ENV, configure_logging, log_level_option
+from runtime.settings import add_options, from_args, option
 from sinks.consumer import StreamConsumer
 from sinks.redis_streams import redact_url
 
 log = structlog.get_logger(__name__)
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def _is_redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumeSettings:
+    """What ``python -m script.consume`` is told."""
+
+    url: str | None = option(
+        None,
+        flag="--from",
+        # From the environment by default: a password on the command line is
+        # visible to every local user (ps).
+        env=SINK_ENV,
+        env_if=_is_redis_url,
+        parse=str,
+        show=redact_url,
+        repr=False,
+        metavar="URL",
+        help="redis://[:password@]host:port/db or rediss://...; the variable is "
+        "the workers' sink, used when it is a Redis URL",
+    )
+    group: str = option("eventflow-consume", flag="--group", help="consumer group")
+    consumer: str = option(
+        flag="--consumer",
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        parse=str,
+        shown_default="HOSTNAME-PID",
+        help="consumer name",
+    )
+    prefix: str = option("eventflow", flag="--prefix", help="sink key prefix")
+    out: str | None = option(
+        None,
+        flag="--out",
+        parse=str,
+        metavar="FILE",
+        shown_default="stdout",
+        help="append records to this file instead of stdout",
+    )
+    follow: bool = option(
+        False, flag="--follow", help="keep waiting for new records until stopped"
+    )
+    min_idle_ms: int = option(
+        30_000,
+        flag="--min-idle-ms",
+        metavar="MS",
+        help="take over records another consumer left pending this long, in ms",
+    )
+    log_level: str = log_level_option(choices=("debug", "info", "warning", "error"))
+
+
+def _parse_args(argv: Sequence[str] | None) -> ConsumeSettings:
     parser = argparse.ArgumentParser(
         prog="python -m script.consume", description=__doc__.split("\n\n")[0]
     )
-    from_env = os.environ.get("EVENTFLOW_SINK", "")
-    parser.add_argument(
-        "--from",
-        dest="url",
-        # From the environment by default: a password on the command line is
-        # visible to every local user (ps).
-        default=from_env if from_env.startswith(("redis://", "rediss://")) else None,
-        help="redis://[:password@]host:port/db or rediss://... (default: "
-        "EVENTFLOW_SINK, the workers' sink, when it is a Redis URL)",
-    )
-    parser.add_argument(
-        "--group",
-        default="eventflow-consume",
-        help="consumer group (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--consumer",
-        default=f"{socket.gethostname()}-{os.getpid()}",
-        help="consumer name (default: HOSTNAME-PID)",
-    )
-    parser.add_argument(
-        "--prefix", default="eventflow", help="sink key prefix (default: %(default)s)"
-    )
-    parser.add_argument("--out", help="append records to this file instead of stdout")
-    parser.add_argument(
-        "--follow",
-        action="store_true",
-        help="keep waiting for new records until stopped",
-    )
-    parser.add_argument(
-        "--min-idle-ms",
-        type=int,
-        default=30_000,
-        help="take over records another consumer left pending this long, in ms "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="default: $EVENTFLOW_LOG_LEVEL, else info",
-    )
-    args = parser.parse_args(argv)
-    if args.url is None:
-        parser.error("--from is required (or EVENTFLOW_SINK set to a Redis URL)")
-    if not args.url.startswith(("redis://", "rediss://")):
+    add_options(parser, ConsumeSettings)
+    settings = from_args(ConsumeSettings, parser.parse_args(argv), parser=parser)
+    if settings.url is None:
+        parser.error(f"--from is required (or {SINK_ENV} set to a Redis URL)")
+    if not _is_redis_url(settings.url):
         parser.error(
-            f"--from must be a redis:// or rediss:// URL, got {redact_url(args.url)!r}"
+            "--from must be a redis:// or rediss:// URL, got "
+            f"{redact_url(settings.url)!r}"
         )
-    if args.min_idle_ms < 0:
+    if settings.min_idle_ms < 0:
         parser.error("--min-idle-ms must be >= 0")
-    return args
+    return settings
 
 
 class _StdoutOutput:
@@ -136,7 +150,7 @@ def _handle_signals(consumer: StreamConsumer) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _consume(args: argparse.Namespace) -> int:
+async def _consume(args: ConsumeSettings) -> int:
     client = aioredis.from_url(args.url)
     consumer = StreamConsumer(
         client,

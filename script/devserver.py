@@ -13,7 +13,10 @@ import argparse
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.settings import add_options, from_args, option
 
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
@@ -64,25 +67,32 @@ def command(
     return args
 
 
+@dataclass(frozen=True, kw_only=True)
+class DevServerSettings:
+    """What ``python -m script.devserver`` is told."""
+
+    port: int = option(7233, flag="--port", help="gRPC port")
+    ui_port: int = option(8233, flag="--ui-port", help="web UI port")
+    headless: bool = option(False, flag="--headless", help="no web UI")
+    db: Path = option(
+        Path("data/temporal.db"), flag="--db", parse=Path, help="SQLite file"
+    )
+    in_memory: bool = option(
+        False, flag="--in-memory", help="no file: state dies with it"
+    )
+    namespace: str = option(
+        "default",
+        flag="--namespace",
+        env="TEMPORAL_NAMESPACE",
+        help="the namespace it creates",
+    )
+    log_level: str = option("warn", flag="--log-level", help="the server's log level")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m script.devserver", description=__doc__)
-    p.add_argument("--port", type=int, default=7233)
-    p.add_argument("--ui-port", type=int, default=8233)
-    p.add_argument("--headless", action="store_true", help="no web UI")
-    p.add_argument(
-        "--db",
-        type=Path,
-        default=Path("data/temporal.db"),
-        help="SQLite file (default %(default)s)",
-    )
-    p.add_argument(
-        "--in-memory", action="store_true", help="no file: state dies with it"
-    )
-    p.add_argument(
-        "--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default")
-    )
-    p.add_argument("--log-level", default="warn")
-    args = p.parse_args()
+    add_options(p, DevServerSettings)
+    args = from_args(DevServerSettings, p.parse_args(), parser=p)
     db = None if args.in_memory else args.db
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,7 @@ from rich.progress import (
 
 from ingress.sender import EventSender
 from runtime.cli import (
-    add_connect_timeout_argument,
-    add_shards_argument,
+    ClientSettings,
     add_workload_arguments,
     configure_logging,
     exit_now,
@@ -38,32 +37,50 @@ from runtime.cli import (
     workload_from,
 )
 from runtime.client import connect_within
+from runtime.settings import add_options, from_args
 from wire.synthetic import generate
 from wire.validate import Limits
 
 log = structlog.get_logger("script.emit")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ClientSettings, argparse.Namespace]:
+    """The shared client settings (shards, connect timeout, log level), and
+    the rest of the options."""
     p = argparse.ArgumentParser(prog="python -m script.emit", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", help="JSON Lines file of events, '-' for stdin")
     source.add_argument(
         "--generate", action="store_true", help="send a synthetic workload"
     )
-    add_shards_argument(p)
-    p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--in-flight", type=positive_int, default=4)
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    add_connect_timeout_argument(p)
+    add_options(p, ClientSettings)
     p.add_argument(
-        "--max-payload-bytes", type=positive_int, default=Limits().max_payload_bytes
+        "--batch-size",
+        type=positive_int,
+        default=500,
+        help="events per update at most (default %(default)s)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=positive_int,
+        default=4,
+        help="updates in flight per shard (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument(
+        "--max-payload-bytes",
+        type=positive_int,
+        default=Limits().max_payload_bytes,
+        help="largest analysis payload; larger events are dead-lettered "
+        "(default %(default)s)",
     )
     g = p.add_argument_group("--generate")
     add_workload_arguments(g, tenants=5, jobs=50)
     g.add_argument("--rate", type=float, default=None, help="events per second cap")
-    p.add_argument("--log-level", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    return from_args(ClientSettings, args, parser=p), args
 
 
 async def read_lines(path: str) -> AsyncIterator[bytes]:
@@ -87,8 +104,8 @@ async def paced(lines: Iterable[bytes], rate: float | None) -> AsyncIterator[byt
         yield line
 
 
-async def main(args: argparse.Namespace) -> dict[str, int]:
-    client = await connect_within(args.connect_timeout)
+async def main(settings: ClientSettings, args: argparse.Namespace) -> dict[str, int]:
+    client = await connect_within(settings.connect_timeout)
     total: int | None = None
     if args.generate:
         spec = workload_from(args, run=args.run or "")
@@ -109,7 +126,7 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
         task = progress.add_task("events", total=total)
         sender = EventSender(
             client,
-            shards=args.shards,
+            shards=settings.shards,
             limits=Limits(max_payload_bytes=args.max_payload_bytes),
             batch_size=args.batch_size,
             in_flight=args.in_flight,
@@ -120,10 +137,10 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    configure_logging(args.log_level)
+    settings, args = parse_args()
+    configure_logging(settings.log_level)
     try:
-        result = asyncio.run(main(args))
+        result = asyncio.run(main(settings, args))
     except ConnectionError as exc:
         log.error("cannot send", error=str(exc))
         exit_now(1)

@@ -16,156 +16,171 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from actors.settings import WorkerConfig, env_float, env_int
-from ingress import DEFAULT_MAX_BODY_BYTES, IngressSettings, create_app
-from runtime.cli import (
-    add_shards_argument,
-    configure_logging,
-    exit_now,
-    positive_int,
-)
+from ingress import IngressSettings, create_app
+from ingress.service import TOKEN_ENV
+from runtime.cli import configure_logging, exit_now, log_level_option, shards_option
 from runtime.client import connect
-from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Limits
+from runtime.settings import add_options, from_args, option, positive_int
+from wire.validate import Limits
 
 log = structlog.get_logger("script.ingress")
 
-TOKEN_ENV = "EVENTFLOW_INGRESS_TOKEN"
+# The service's own defaults: each option below reads its default from here.
+_SERVICE = IngressSettings()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m script.ingress", description=__doc__)
-    defaults = IngressSettings()
-    p.add_argument(
-        "--host",
-        default=os.environ.get("EVENTFLOW_INGRESS_HOST") or "127.0.0.1",
-        help="address to listen on (env EVENTFLOW_INGRESS_HOST; default "
-        "%(default)s; 0.0.0.0 for every interface)",
+@dataclass(frozen=True, kw_only=True)
+class IngressOptions:
+    """What ``python -m script.ingress`` is told; ``service_settings()``
+    makes the service's ``IngressSettings`` of it."""
+
+    host: str = option(
+        "127.0.0.1",
+        flag="--host",
+        env="EVENTFLOW_INGRESS_HOST",
+        help="address to listen on; 0.0.0.0 for every interface",
     )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=env_int("EVENTFLOW_INGRESS_PORT", env_int("PORT", 8080)),
-        help="port (env EVENTFLOW_INGRESS_PORT, or PORT as Cloud Run sets it; "
-        "default %(default)s; 0 picks a free one)",
+    port: int = option(
+        8080,
+        flag="--port",
+        # PORT is what Cloud Run sets.
+        env=("EVENTFLOW_INGRESS_PORT", "PORT"),
+        help="port; 0 picks a free one",
     )
-    add_shards_argument(p)
-    p.add_argument(
-        "--batch-window-ms",
-        type=float,
-        default=env_float(
-            "EVENTFLOW_INGRESS_BATCH_WINDOW_MS", defaults.batch_window_s * 1000
-        ),
-        help="how long a shard's batch waits for more events after its first "
-        "(env EVENTFLOW_INGRESS_BATCH_WINDOW_MS; default %(default)s)",
+    shards: int = shards_option()
+    batch_window_ms: float = option(
+        _SERVICE.batch_window_s * 1000,
+        flag="--batch-window-ms",
+        env="EVENTFLOW_INGRESS_BATCH_WINDOW_MS",
+        metavar="MS",
+        help="how long a shard's batch waits for more events after its first",
     )
-    p.add_argument(
-        "--batch-max-events",
-        type=positive_int,
-        default=env_int(
-            "EVENTFLOW_INGRESS_BATCH_MAX_EVENTS", defaults.batch_max_events
-        ),
-        help="events per update at most; a full batch goes at once "
-        "(env EVENTFLOW_INGRESS_BATCH_MAX_EVENTS; default %(default)s)",
+    batch_max_events: int = option(
+        _SERVICE.batch_max_events,
+        flag="--batch-max-events",
+        env="EVENTFLOW_INGRESS_BATCH_MAX_EVENTS",
+        parse=positive_int,
+        metavar="N",
+        help="events per update at most; a full batch goes at once",
     )
-    p.add_argument(
-        "--batch-max-bytes",
-        type=positive_int,
-        default=env_int("EVENTFLOW_INGRESS_BATCH_MAX_BYTES", defaults.batch_max_bytes),
-        help="bytes per update at most (env EVENTFLOW_INGRESS_BATCH_MAX_BYTES; "
-        "default %(default)s)",
+    batch_max_bytes: int = option(
+        _SERVICE.batch_max_bytes,
+        flag="--batch-max-bytes",
+        env="EVENTFLOW_INGRESS_BATCH_MAX_BYTES",
+        parse=positive_int,
+        metavar="BYTES",
+        help="bytes per update at most",
     )
-    p.add_argument(
-        "--in-flight",
-        type=positive_int,
-        default=env_int("EVENTFLOW_INGRESS_IN_FLIGHT", defaults.in_flight),
-        help="updates in flight per shard (env EVENTFLOW_INGRESS_IN_FLIGHT; "
-        "default %(default)s; Temporal allows 10 per workflow in all)",
+    in_flight: int = option(
+        _SERVICE.in_flight,
+        flag="--in-flight",
+        env="EVENTFLOW_INGRESS_IN_FLIGHT",
+        parse=positive_int,
+        metavar="N",
+        help="updates in flight per shard; Temporal allows 10 per workflow in all",
     )
-    p.add_argument(
-        "--max-queued",
-        type=positive_int,
-        default=env_int("EVENTFLOW_INGRESS_MAX_QUEUED", defaults.max_queued),
-        help="events waiting per shard past which requests get 503 at once "
-        "(env EVENTFLOW_INGRESS_MAX_QUEUED; default %(default)s)",
+    max_queued: int = option(
+        _SERVICE.max_queued,
+        flag="--max-queued",
+        env="EVENTFLOW_INGRESS_MAX_QUEUED",
+        parse=positive_int,
+        metavar="N",
+        help="events waiting per shard past which requests get 503 at once",
     )
-    p.add_argument(
-        "--ack-timeout",
-        type=float,
-        default=env_float("EVENTFLOW_INGRESS_ACK_TIMEOUT_S", defaults.ack_timeout_s),
+    ack_timeout: float = option(
+        _SERVICE.ack_timeout_s,
+        flag="--ack-timeout",
+        env="EVENTFLOW_INGRESS_ACK_TIMEOUT_S",
+        metavar="S",
         help="seconds a request waits for its update before 503; keep it under "
-        "the subscription's ack deadline (env EVENTFLOW_INGRESS_ACK_TIMEOUT_S; "
-        "default %(default)s)",
+        "the subscription's ack deadline",
     )
-    p.add_argument(
-        "--retry-after",
-        type=positive_int,
-        default=env_int("EVENTFLOW_INGRESS_RETRY_AFTER_S", defaults.retry_after_s),
-        help="Retry-After seconds of a 503 (env EVENTFLOW_INGRESS_RETRY_AFTER_S; "
-        "default %(default)s)",
+    retry_after: int = option(
+        _SERVICE.retry_after_s,
+        flag="--retry-after",
+        env="EVENTFLOW_INGRESS_RETRY_AFTER_S",
+        parse=positive_int,
+        metavar="S",
+        help="Retry-After seconds of a 503",
     )
-    p.add_argument(
-        "--max-body-bytes",
-        type=positive_int,
-        default=env_int("EVENTFLOW_INGRESS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        help="larger request bodies get 413 (env EVENTFLOW_INGRESS_MAX_BODY_BYTES; "
-        "default %(default)s, room for Pub/Sub's largest message)",
+    max_body_bytes: int = option(
+        _SERVICE.max_body_bytes,
+        flag="--max-body-bytes",
+        env="EVENTFLOW_INGRESS_MAX_BODY_BYTES",
+        parse=positive_int,
+        metavar="BYTES",
+        help="larger request bodies get 413; the default has room for Pub/Sub's "
+        "largest message",
     )
-    p.add_argument(
-        "--max-payload-bytes",
-        type=positive_int,
-        default=env_int("EVENTFLOW_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
-        help="largest analysis payload; larger events are dead-lettered "
-        "(env EVENTFLOW_MAX_PAYLOAD_BYTES; default %(default)s)",
+    max_payload_bytes: int = option(
+        _SERVICE.limits.max_payload_bytes,
+        flag="--max-payload-bytes",
+        env="EVENTFLOW_MAX_PAYLOAD_BYTES",
+        parse=positive_int,
+        metavar="BYTES",
+        help="largest analysis payload; larger events are dead-lettered",
     )
-    p.add_argument(
-        "--token-file",
-        type=Path,
-        default=None,
-        help=f"file holding the shared access token (or env {TOKEN_ENV}); "
+    token: str | None = option(
+        None,
+        env=TOKEN_ENV,
+        parse=str,
+        repr=False,
+        help="the shared access token (environment only)",
+    )
+    token_file: Path | None = option(
+        None,
+        flag="--token-file",
+        parse=Path,
+        metavar="PATH",
+        help=f"file holding the shared access token, instead of env {TOKEN_ENV}; "
         "without either, every request is let in",
     )
-    p.add_argument(
-        "--ready-max-pending",
-        type=positive_int,
-        default=env_int(
-            "EVENTFLOW_INGRESS_READY_MAX_PENDING", WorkerConfig().max_pending
-        ),
-        help="a proxy with this many undelivered events makes /readyz fail "
-        "(default %(default)s, the workers' limit)",
+    ready_max_pending: int = option(
+        _SERVICE.ready_max_pending,
+        flag="--ready-max-pending",
+        env="EVENTFLOW_INGRESS_READY_MAX_PENDING",
+        parse=positive_int,
+        metavar="N",
+        help="a proxy with this many undelivered events makes /readyz fail; "
+        "the default is the proxies' own limit",
     )
-    p.add_argument("--log-level", default=None)
-    return p.parse_args(argv)
+    log_level: str = log_level_option()
+
+    def service_settings(self) -> IngressSettings:
+        token = self.token
+        if self.token_file is not None:
+            token = self.token_file.read_text().strip() or None
+        return IngressSettings(
+            shards=self.shards,
+            limits=Limits(max_payload_bytes=self.max_payload_bytes),
+            max_body_bytes=self.max_body_bytes,
+            token=token,
+            batch_window_s=self.batch_window_ms / 1000,
+            batch_max_events=self.batch_max_events,
+            batch_max_bytes=self.batch_max_bytes,
+            in_flight=self.in_flight,
+            max_queued=self.max_queued,
+            ack_timeout_s=self.ack_timeout,
+            retry_after_s=self.retry_after,
+            ready_max_pending=self.ready_max_pending,
+        )
 
 
-def settings_from(args: argparse.Namespace) -> IngressSettings:
-    token = os.environ.get(TOKEN_ENV) or None
-    if args.token_file is not None:
-        token = args.token_file.read_text().strip() or None
-    return IngressSettings(
-        shards=args.shards,
-        limits=Limits(max_payload_bytes=args.max_payload_bytes),
-        max_body_bytes=args.max_body_bytes,
-        token=token,
-        batch_window_s=args.batch_window_ms / 1000,
-        batch_max_events=args.batch_max_events,
-        batch_max_bytes=args.batch_max_bytes,
-        in_flight=args.in_flight,
-        max_queued=args.max_queued,
-        ack_timeout_s=args.ack_timeout,
-        retry_after_s=args.retry_after,
-        ready_max_pending=args.ready_max_pending,
-    )
+def parse_args(argv: list[str] | None = None) -> IngressOptions:
+    p = argparse.ArgumentParser(prog="python -m script.ingress", description=__doc__)
+    add_options(p, IngressOptions)
+    return from_args(IngressOptions, p.parse_args(argv), parser=p)
 
 
-async def main(args: argparse.Namespace) -> None:
-    settings = settings_from(args)
+async def main(options: IngressOptions) -> None:
+    settings = options.service_settings()
     # Lazy: the ingress comes up (and says it is not ready) while Temporal
     # is away, instead of failing to start.
     client = await connect(lazy=True)
@@ -178,7 +193,7 @@ async def main(args: argparse.Namespace) -> None:
         shutdown_timeout=settings.ack_timeout_s + 2,
     )
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+    site = web.TCPSite(runner, options.host, options.port, backlog=1024)
     await site.start()
 
     stop = asyncio.Event()
@@ -212,7 +227,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    configure_logging(args.log_level)
-    asyncio.run(main(args))
+    options = parse_args()
+    configure_logging(options.log_level)
+    asyncio.run(main(options))
     exit_now(0)

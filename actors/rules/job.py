@@ -19,14 +19,18 @@ from wire.records import JobStatus
 ACCEPTED = "accepted"
 REJECTED = "rejected"
 
+# Defaults of JobSettings, which the worker's settings read from here.
+DEFAULT_DEADLINE_S = 3600.0
+DEFAULT_LINGER_S = 3600.0
+
 
 class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Per-job behaviour, fixed when the job starts and carried across runs."""
 
-    default_deadline_s: float = 3600.0
+    default_deadline_s: float = DEFAULT_DEADLINE_S
     # How long a job that has published stays open for late events before it
     # closes; events after that are dead-lettered as too late.
-    linger_s: float = 3600.0
+    linger_s: float = DEFAULT_LINGER_S
     # Continue-as-new once the run's history reaches this many events, even if
     # Temporal has not suggested it yet. None: only when suggested.
     continue_as_new_after: int | None = None

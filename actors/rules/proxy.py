@@ -13,34 +13,41 @@ import msgspec
 
 from actors.rules.job import RollupDelta
 from wire.events import AnalysisResult, Event, JobOpened, event_json, semantic_error
-from wire.validate import Rejection, reject
+from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Rejection, reject
 
 # Event ids (per job) remembered for de-duplication at the proxy. The job workflows are
 # the authority on duplicates; this window only spares them the obvious
 # redeliveries and lets the proxy report them to the sender.
 RECENT_EVENT_IDS = 10_000
 
+# Defaults of ProxySettings, which the worker's settings read from here.
+DEFAULT_MAX_PENDING = 50_000
+DEFAULT_DELIVERY_BATCH = 2_000
+DEFAULT_MAX_DELIVERIES = 4
+DEFAULT_ROLLUP_INTERVAL_S = 5.0
+DEFAULT_HOLD_S = 0.5
+
 
 class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):
     shard: int
     shards: int
-    max_payload_bytes: int = 256 * 1024
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     # Past this many undelivered events the proxy refuses new batches (the
     # sender retries later) instead of growing without bound.
-    max_pending: int = 50_000
+    max_pending: int = DEFAULT_MAX_PENDING
     # Events and payload bytes per delivery activity (Temporal refuses
     # payloads over 2 MiB), and how many deliveries run at once.
-    delivery_batch: int = 2_000
+    delivery_batch: int = DEFAULT_DELIVERY_BATCH
     delivery_bytes: int = 1 << 20
-    max_deliveries: int = 4
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
     continue_as_new_after: int | None = None
     # Tenant rollups are gathered here and reported at most this often, one
     # update per tenant: rollups are off every job's path, and a tenant's
     # update rate does not grow with its traffic.
-    rollup_interval_s: float = 5.0
+    rollup_interval_s: float = DEFAULT_ROLLUP_INTERVAL_S
     # Longest a job's queued events wait for the rest of the job before they
     # are delivered anyway (a job whose events are all queued goes at once).
-    hold_s: float = 0.5
+    hold_s: float = DEFAULT_HOLD_S
 
 
 class IngestBatch(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,10 +19,12 @@ from wire.records import TenantSummary
 # keeps the state (carried across continue-as-new) small.
 RECENT_KEYS = 20_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The default of TenantSettings, which the worker's settings read from here.
+DEFAULT_SUMMARY_INTERVAL_S = 60.0
 
 
 class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
-    summary_interval_s: float = 60.0
+    summary_interval_s: float = DEFAULT_SUMMARY_INTERVAL_S
     continue_as_new_after: int | None = None
 
 

@@ -1,0 +1,119 @@
+"""The worker command's settings: every flag and environment variable of
+``python -m script.worker``, declared once, and the ``WorkerConfig`` they
+make. The defaults are the rules' own (``actors.rules``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
+from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
+from actors.rules.proxy import DEFAULT_HOLD_S
+from actors.rules.tenant import DEFAULT_SUMMARY_INTERVAL_S, TenantSettings
+from actors.settings import DEFAULT_SINK, WorkerConfig
+from runtime.cli import (
+    SINK_ENV,
+    connect_timeout_option,
+    log_level_option,
+    shards_option,
+)
+from runtime.settings import option, positive_int
+from sinks import redact_url
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """What ``python -m script.worker`` is told."""
+
+    shards: int = shards_option()
+    shard: str = option(
+        "all",
+        flag="--shard",
+        metavar="N|N,N,...|all",
+        help="the shard(s) this process serves",
+    )
+    sink: str = option(
+        DEFAULT_SINK,
+        flag="--sink",
+        metavar="URL",
+        env=SINK_ENV,
+        # Shown redacted: it may carry a password.
+        show=redact_url,
+        repr=False,
+        help="file:DIR, redis://[:password@]host:port/db or rediss://...",
+    )
+    pipeline: str = option(
+        DEFAULT_PIPELINE,
+        flag="--pipeline",
+        env="EVENTFLOW_PIPELINE",
+        metavar="MODULE:FUNCTION",
+        help="the function turning a job's parts into its record's analyses",
+    )
+    job_deadline: float = option(
+        DEFAULT_DEADLINE_S,
+        flag="--job-deadline",
+        metavar="S",
+        env="EVENTFLOW_JOB_DEADLINE_S",
+        help="seconds before an incomplete job times out, unless its job.opened "
+        "says otherwise",
+    )
+    job_linger: float = option(
+        DEFAULT_LINGER_S,
+        flag="--job-linger",
+        metavar="S",
+        env="EVENTFLOW_JOB_LINGER_S",
+        help="seconds a finished job stays open for late events",
+    )
+    summary_interval: float = option(
+        DEFAULT_SUMMARY_INTERVAL_S,
+        flag="--summary-interval",
+        metavar="S",
+        env="EVENTFLOW_SUMMARY_INTERVAL_S",
+        help="seconds per tenant.summary window",
+    )
+    continue_as_new_after: int | None = option(
+        None,
+        flag="--continue-as-new-after",
+        metavar="N",
+        parse=positive_int,
+        shown_default="only when Temporal suggests it",
+        help="history length at which every entity continues-as-new, besides "
+        "when Temporal suggests it (for tests)",
+    )
+    proxy_hold: float = option(
+        DEFAULT_HOLD_S,
+        flag="--proxy-hold",
+        metavar="S",
+        env="EVENTFLOW_PROXY_HOLD_S",
+        help="longest a job's events wait in their proxy for the rest of the "
+        "job; a complete job goes at once",
+    )
+    retire: bool = option(
+        False,
+        flag="--retire",
+        help="after the shard count has shrunk: serve the --shard list (shards "
+        "that no longer exist) until their proxies have delivered and reported "
+        "everything they hold and no workflow is left on their task queues, "
+        "then close them and exit",
+    )
+    connect_timeout: float = connect_timeout_option()
+    log_level: str = log_level_option()
+
+    def worker_config(self) -> WorkerConfig:
+        """The value the activities and proxies are tuned by."""
+        return WorkerConfig(
+            shards=self.shards,
+            sink=self.sink,
+            pipeline=self.pipeline,
+            job=JobSettings(
+                default_deadline_s=self.job_deadline,
+                linger_s=self.job_linger,
+                continue_as_new_after=self.continue_as_new_after,
+            ),
+            tenant=TenantSettings(
+                summary_interval_s=self.summary_interval,
+                continue_as_new_after=self.continue_as_new_after,
+            ),
+            proxy_continue_as_new_after=self.continue_as_new_after,
+            hold_s=self.proxy_hold,
+        )
