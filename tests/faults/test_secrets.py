@@ -44,10 +44,10 @@ from temporalio.service import TLSConfig
 
 from runtime.client import connect
 from sinks import RedisStreamSink, SinkRecord
-from tests.conftest import run_script
-from tests.faults.audit import audit
-from tests.ingress_fixtures import free_port
-from tests.integration.records import redis_progress, redis_records
+from tests.support.audit import audit
+from tests.support.ports import free_port
+from tests.support.processes import run_script
+from tests.support.records import redis_progress, redis_records
 from wire import DATA_CONVERTER
 from wire.records import DeadLetter
 from wire.synthetic import ANALYSIS_TYPES, Expected

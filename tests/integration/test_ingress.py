@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tests.conftest import address_of
-from tests.integration.records import file_progress, file_records, wait_until
+from tests.support.polling import wait_until
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire.synthetic import WorkloadSpec, generate
 
 AT = "2026-01-01T00:00:00Z"

@@ -12,7 +12,8 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from tests.integration.records import file_progress, file_records, wait_until
+from tests.support.polling import wait_until
+from tests.support.records import file_progress, file_records
 from wire.synthetic import WorkloadSpec, generate
 
 SENDERS = 48  # outstanding push requests, as a push subscription keeps them
