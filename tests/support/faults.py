@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.support.audit import Audit
+from tests.support.polling import wait_until
 from tests.support.records import Progress
 from wire.synthetic import Expected, WorkloadSpec
 
@@ -72,16 +72,13 @@ async def settle(
 ) -> float:
     """Poll until ``done`` holds or ``limit_s`` passes; then wait ``settle_s``
     more, so that records that should not exist have time to appear.
-    Returns the monotonic time at which ``done`` first held (or the limit)."""
-    import asyncio
+    Returns the monotonic time at which ``done`` first held (or the limit).
 
-    deadline = time.monotonic() + limit_s
-    # Polling an outside system: there is no event to wait on.
-    while not done(await progress()) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.25)
-    landed = time.monotonic()
-    await asyncio.sleep(settle_s)
-    return landed
+    ``wait_until`` with the fault scenarios' defaults."""
+    landed = await wait_until(
+        progress, done, limit_s=limit_s, settle_s=settle_s, interval_s=0.25
+    )
+    return landed.at
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.polling import wait_for_process
 from tests.support.processes import ROOT
 
 
@@ -43,14 +43,20 @@ class IngressProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while not self.url:
+
+        def listening() -> bool:
             for line in self.log.read_bytes().splitlines():
                 if b'"ingress started"' in line:
                     self.url = "http://" + json.loads(line)["listening"][0]
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ingress did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+            return bool(self.url)
+
+        wait_for_process(
+            self.process,
+            listening,
+            what="ingress",
+            log=self.log.read_text,
+            timeout_s=timeout,
+        )
 
     def send_signal(self, sig: int) -> None:
         assert self.process is not None

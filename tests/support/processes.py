@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+
+from tests.support.polling import wait_for_process
 
 # The project's root: the scripts run from there.
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,11 +44,13 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while b"worker started" not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        wait_for_process(
+            self.process,
+            lambda: b"worker started" in self.log.read_bytes(),
+            what="worker",
+            log=self.log.read_text,
+            timeout_s=timeout,
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:

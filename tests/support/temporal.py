@@ -9,10 +9,8 @@ Fixtures:
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from script.devserver import temporal_binary
-from tests.support.ports import free_port
+from tests.support.polling import wait_for_process
+from tests.support.ports import free_port, port_answers
 from tests.support.processes import ROOT
 from wire import DATA_CONVERTER
 
@@ -89,15 +88,13 @@ class FileDevServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dev server did not start:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
+        wait_for_process(
+            self.process,
+            lambda: port_answers(self.port),
+            what="dev server",
+            log=self.log.read_text,
+            timeout_s=timeout,
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

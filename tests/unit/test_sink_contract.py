@@ -20,6 +20,7 @@ import structlog
 
 from sinks import FileSink, RedisStreamSink, Sink, SinkRecord, open_sink, redact_url
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
+from tests.support.processes import ROOT
 from wire.records import (
     RECORD_KINDS,
     DeadLetter,
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     # it would keep pytest from rewriting its asserts.
     from tests.support.redis import RedisServer
 
-
-ROOT = Path(__file__).resolve().parents[2]
 
 ReadBack = Callable[[], Awaitable[dict[str, list[Record]]]]
 
