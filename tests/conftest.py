@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.processes",
     "tests.support.redis",
     "tests.support.ingress",
+    "tests.support.pubsub",
 ]
 
 TESTS = Path(__file__).resolve().parent

@@ -9,6 +9,7 @@ from the production packages), never from another test folder.
 - ``processes``: the project's scripts as subprocesses (worker, emitter,
   ``run_script``).
 - ``ingress``: ``python -m script.ingress`` as a subprocess.
+- ``pubsub``: Google's Pub/Sub emulator, a real Pub/Sub client for the ingress.
 - ``events``: event builders.
 - ``records``: reading back what a sink holds.
 - ``scenario``: the replay scenario (in-process workers, its config and its
