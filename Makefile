@@ -17,8 +17,8 @@ run: setup
 	$(UV) run python -m script.demo
 
 ## The whole suite (what CI runs): lint, then every tier: unit, activity,
-## replay, integration (real dev server, real processes, real redis-server),
-## faults at quick scale, and the slow end-to-end runs
+## replay, integration (real dev server, real processes, real redis-server,
+## Google's Pub/Sub emulator), faults at quick scale, and the slow end-to-end runs
 test: setup redis-server
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
