@@ -16,15 +16,18 @@ setup: $(UV)
 run: setup
 	$(UV) run python -m script.demo
 
-## The whole suite: lint, unit, integration (real dev server, real redis-server), replay
+## The whole suite (what CI runs): lint, then every tier: unit, activity,
+## replay, integration (real dev server, real processes, real redis-server,
+## Google's Pub/Sub emulator), faults at quick scale, and the slow end-to-end runs
 test: setup redis-server
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run pytest
 
-## The suite without the slow end-to-end runs
+## The fast tier only: unit, activity and replay tests (about half a minute);
+## skips what tests/conftest.py marks integration or faults by folder, and slow
 test-quick: setup redis-server
-	$(UV) run pytest -m "not slow"
+	$(UV) run pytest -m "not integration and not faults and not slow"
 
 ## The fault-injection suite at full scale (10x what `make test` runs), and
 ## its table for RELIABILITY.md

@@ -21,8 +21,9 @@ from actors.rules.tenant import TenantSettings
 from actors.settings import WorkerConfig
 from actors.tenant import TenantWorkflow
 from sinks import FileSink
-from tests.integration.records import file_records
-from tests.replay.scenario import opened, part, running_workers
+from tests.support.events import opened, part
+from tests.support.records import file_records
+from tests.support.scenario import running_workers
 from wire import parse_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -65,17 +65,16 @@ from temporalio.client import Client
 from actors.rules.job import refusal_id
 from actors.rules.proxy import ProxyState, take_rejections
 from ingress.envelope import decode_push
-from tests.conftest import WorkerProcess
-from tests.faults.audit import Audit, audit
-from tests.faults.harness import (
-    Emitter,
+from tests.support.audit import Audit, audit
+from tests.support.faults import (
     Row,
     all_landed,
     jobs,
     report,
     settle,
 )
-from tests.integration.records import file_progress, file_records
+from tests.support.processes import Emitter, WorkerProcess
+from tests.support.records import file_progress, file_records
 from wire import DATA_CONVERTER
 from wire.events import ID_MAX_LENGTH, MAX_PARTS
 from wire.synthetic import ANALYSIS_TYPES, Expected, WorkloadSpec, generate

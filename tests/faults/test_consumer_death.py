@@ -20,10 +20,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from sinks import stream_key
-from tests.conftest import ROOT
-from tests.faults.audit import audit
-from tests.faults.harness import (
-    Emitter,
+from tests.support.audit import audit
+from tests.support.faults import (
     Row,
     all_landed,
     report,
@@ -31,7 +29,8 @@ from tests.faults.harness import (
     workload,
     write_events,
 )
-from tests.integration.records import redis_progress
+from tests.support.processes import ROOT, Emitter
+from tests.support.records import redis_progress
 from wire import RECORD_KINDS
 from wire.synthetic import generate
 

@@ -18,16 +18,17 @@ from pathlib import Path
 import msgspec
 from temporalio.client import Client
 
-from tests.conftest import ROOT, address_of
-from tests.faults.audit import audit
-from tests.faults.harness import (
+from tests.support.audit import audit
+from tests.support.faults import (
     Row,
     all_landed,
     jobs,
     report,
     settle,
 )
-from tests.integration.records import file_progress, file_records
+from tests.support.processes import ROOT
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire.synthetic import Expected, WorkloadSpec, generate
 
 HISTORY_LIMIT = 20

@@ -16,10 +16,8 @@ import pytest
 
 from actors import routing
 from actors.rules.proxy import RECENT_EVENT_IDS
-from tests.conftest import address_of
-from tests.faults.audit import audit
-from tests.faults.harness import (
-    Emitter,
+from tests.support.audit import audit
+from tests.support.faults import (
     Row,
     all_landed,
     jobs,
@@ -27,7 +25,9 @@ from tests.faults.harness import (
     settle,
     write_events,
 )
-from tests.integration.records import file_progress, file_records
+from tests.support.processes import Emitter
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire import AnalysisResult, JobOpened, Rejection, parse_event
 from wire.synthetic import ANALYSIS_TYPES, WorkloadSpec, generate
 

@@ -31,10 +31,11 @@ from actors import routing
 from actors.job import JobWorkflow
 from actors.rules.proxy import IngestBatch
 from ingress.sender import send_batch
-from tests.conftest import address_of, run_script
-from tests.faults.audit import audit
-from tests.faults.harness import Row, all_landed, jobs, report, settle, write_events
-from tests.integration.records import file_progress, file_records
+from tests.support.audit import audit
+from tests.support.faults import Row, all_landed, jobs, report, settle, write_events
+from tests.support.processes import run_script
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire import AnalysisResult, Rejection, parse_event
 from wire.synthetic import Expected
 

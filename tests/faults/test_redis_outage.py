@@ -14,9 +14,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from sinks import stream_key
-from tests.faults.audit import audit
-from tests.faults.harness import (
-    Emitter,
+from tests.support.audit import audit
+from tests.support.faults import (
     Row,
     all_landed,
     report,
@@ -24,7 +23,8 @@ from tests.faults.harness import (
     workload,
     write_events,
 )
-from tests.integration.records import redis_progress, redis_records
+from tests.support.processes import Emitter
+from tests.support.records import redis_progress, redis_records
 from wire import RECORD_KINDS
 from wire.synthetic import generate
 

@@ -20,10 +20,11 @@ from temporalio.client import WorkflowExecutionStatus
 
 from actors import routing
 from runtime.retire import running_on
-from tests.conftest import address_of, run_script
-from tests.faults.audit import audit
-from tests.faults.harness import Row, all_landed, jobs, report, settle
-from tests.integration.records import file_progress, file_records
+from tests.support.audit import audit
+from tests.support.faults import Row, all_landed, jobs, report, settle
+from tests.support.processes import run_script
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire.synthetic import WorkloadSpec, generate
 
 OLD, NEW = 4, 2

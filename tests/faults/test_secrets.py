@@ -20,8 +20,8 @@ package is not among the project's dependencies).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import functools
 import json
 import os
 import re
@@ -44,10 +44,12 @@ from temporalio.service import TLSConfig
 
 from runtime.client import connect
 from sinks import RedisStreamSink, SinkRecord
-from tests.conftest import run_script
-from tests.faults.audit import audit
-from tests.ingress_fixtures import free_port
-from tests.integration.records import redis_progress, redis_records
+from tests.support.audit import audit
+from tests.support.events import push_envelope
+from tests.support.polling import wait_for_process
+from tests.support.ports import free_port
+from tests.support.processes import run_script
+from tests.support.records import redis_progress, redis_records
 from wire import DATA_CONVERTER
 from wire.records import DeadLetter
 from wire.synthetic import ANALYSIS_TYPES, Expected
@@ -164,23 +166,21 @@ class TLSRedis:
         )
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server (TLS) exited:\n{self.log.read_text()}"
-                )
+        def answers() -> bool:
             try:
                 with redis.Redis.from_url(self.url()) as client:
-                    if client.ping():
-                        return
+                    return bool(client.ping())
             except redis.exceptions.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"redis-server (TLS) not ready:\n{self.log.read_text()}"
-                )
-            time.sleep(0.05)
+                return False
+
+        wait_for_process(
+            self.process,
+            answers,
+            what="redis-server (TLS)",
+            log=self.log.read_text,
+            timeout_s=15,
+            interval_s=0.05,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -277,20 +277,7 @@ def marked_bad_inputs(marker: str, tag: str) -> list[bytes]:
     ]
 
 
-def push(
-    data: bytes, message_id: str, attributes: dict[str, str] | None = None
-) -> bytes:
-    return msgspec.json.encode(
-        {
-            "message": {
-                "data": base64.b64encode(data).decode(),
-                "attributes": attributes or {},
-                "messageId": message_id,
-                "publishTime": AT,
-            },
-            "subscription": "projects/p/subscriptions/s",
-        }
-    )
+push = functools.partial(push_envelope, subscription="projects/p/subscriptions/s")
 
 
 # --- Reading logs ------------------------------------------------------------------

@@ -15,9 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.faults.audit import audit
-from tests.faults.harness import Emitter, Row, all_landed, report, settle, workload
-from tests.integration.records import file_progress, file_records
+from tests.support.audit import audit
+from tests.support.faults import Row, all_landed, report, settle, workload
+from tests.support.processes import Emitter
+from tests.support.records import file_progress, file_records
 from wire import Rejection, parse_event
 from wire.synthetic import generate
 

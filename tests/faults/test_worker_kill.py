@@ -8,9 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.faults.audit import audit
-from tests.faults.harness import (
-    Emitter,
+from tests.support.audit import audit
+from tests.support.faults import (
     Row,
     all_landed,
     report,
@@ -18,7 +17,8 @@ from tests.faults.harness import (
     workload,
     write_events,
 )
-from tests.integration.records import file_progress, file_records
+from tests.support.processes import Emitter
+from tests.support.records import file_progress, file_records
 from wire.synthetic import generate
 
 KILLS = 3

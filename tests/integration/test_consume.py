@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from sinks import FileSink, RedisStreamSink, SinkRecord, stream_key
 from sinks.consumer import StreamConsumer
+from tests.support.processes import ROOT
 from wire.records import RECORD_KINDS, DeadLetter, JobResult, Record, TenantSummary
 
-ROOT = Path(__file__).resolve().parents[2]
 GROUP = "eventflow-consume"
 
 

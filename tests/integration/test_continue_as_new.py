@@ -19,8 +19,9 @@ from actors.rules.job import JobSettings, Reply
 from actors.rules.tenant import TenantSettings
 from actors.settings import WorkerConfig
 from ingress.sender import EventSender
-from tests.integration.records import file_progress, file_records, wait_until
-from tests.replay.scenario import running_workers
+from tests.support.polling import wait_until
+from tests.support.records import file_progress, file_records
+from tests.support.scenario import running_workers
 from wire import parse_event
 from wire.synthetic import WorkloadSpec, generate
 

@@ -4,7 +4,6 @@ process in front of a real dev server and worker, driven over real HTTP."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import signal
 import time
 from collections import Counter
@@ -14,8 +13,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tests.conftest import address_of
-from tests.integration.records import file_progress, file_records, wait_until
+from tests.support.events import push_envelope as push
+from tests.support.polling import wait_until
+from tests.support.records import file_progress, file_records
+from tests.support.temporal import address_of
 from wire.synthetic import WorkloadSpec, generate
 
 AT = "2026-01-01T00:00:00Z"
@@ -45,25 +46,6 @@ def result(job: str, part: int, parts: int = 2, **fields: Any) -> dict[str, Any]
         "at": AT,
         **fields,
     }
-
-
-def push(
-    data: bytes | str,
-    message_id: str,
-    attributes: dict[str, str] | None = None,
-) -> bytes:
-    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
-    return msgspec.json.encode(
-        {
-            "message": {
-                "data": encoded,
-                "attributes": attributes or {},
-                "messageId": message_id,
-                "publishTime": AT,
-            },
-            "subscription": "projects/test/subscriptions/ingress",
-        }
-    )
 
 
 def event_bytes(event: dict[str, Any]) -> bytes:

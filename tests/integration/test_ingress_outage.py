@@ -4,32 +4,18 @@ event that got a 2xx ends up in exactly one job result."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import msgspec
 
-from tests.integration.records import file_progress, file_records, wait_until
+from tests.support.events import push_envelope
+from tests.support.polling import wait_until
+from tests.support.records import file_progress, file_records
 from wire.synthetic import WorkloadSpec, generate
 
 SENDERS = 48  # outstanding push requests, as a push subscription keeps them
-
-
-def push(event: bytes, message_id: str) -> bytes:
-    return msgspec.json.encode(
-        {
-            "message": {
-                "data": base64.b64encode(event).decode(),
-                "attributes": {},
-                "messageId": message_id,
-                "publishTime": "2026-01-01T00:00:00Z",
-            },
-            "subscription": "projects/test/subscriptions/outage",
-        }
-    )
 
 
 async def test_server_killed_mid_load_every_acknowledged_event_lands_once(
@@ -41,7 +27,10 @@ async def test_server_killed_mid_load_every_acknowledged_event_lands_once(
     ingress = ingress_process(address, ["--ack-timeout", "3", "--retry-after", "1"])
     spec = WorkloadSpec(tenants=10, jobs=300, types=3, parts=2, seed=5, run="kill-")
     lines, expected = generate(spec)
-    bodies = [push(line, f"m{n}") for n, line in enumerate(lines)]
+    bodies = [
+        push_envelope(line, f"m{n}", subscription="projects/test/subscriptions/outage")
+        for n, line in enumerate(lines)
+    ]
     acknowledged: Counter[int] = Counter()
     statuses: Counter[str] = Counter()
     pending = iter(range(len(bodies)))

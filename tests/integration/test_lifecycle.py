@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.records import file_records
-from tests.replay.scenario import SCENARIO_CONFIG, run_scenario, running_workers
+from tests.support.records import file_records
+from tests.support.scenario import SCENARIO_CONFIG, run_scenario, running_workers
 
 
 def index(records: list[dict], kind: str, key: str) -> dict[str, dict]:

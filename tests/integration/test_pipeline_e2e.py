@@ -10,15 +10,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.conftest import address_of, run_script
-from tests.integration.records import (
+from tests.support.polling import wait_until
+from tests.support.processes import run_script
+from tests.support.records import (
     Progress,
     file_progress,
     file_records,
     redis_progress,
     redis_records,
-    wait_until,
 )
+from tests.support.temporal import address_of
 from wire.synthetic import Expected, WorkloadSpec, generate
 
 # The contract's acceptance workload: 5,000 jobs across 50 tenants, 5%

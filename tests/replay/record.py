@@ -17,7 +17,7 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from script.devserver import temporal_binary
-from tests.replay.scenario import SCENARIO_CONFIG, run_scenario, running_workers
+from tests.support.scenario import SCENARIO_CONFIG, run_scenario, running_workers
 from wire import DATA_CONVERTER
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"

@@ -2,7 +2,7 @@
 
 ``SinkContract`` holds the behaviour every sink must show; ``TestFileSink`` and
 ``TestRedisStreamSink`` plug in a sink and a way to read back what it holds.
-Redis tests use a real ``redis-server`` (``tests.redis_server``).
+Redis tests use a real ``redis-server`` (``tests.support.redis``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import structlog
 
 from sinks import FileSink, RedisStreamSink, Sink, SinkRecord, open_sink, redact_url
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
+from tests.support.processes import ROOT
 from wire.records import (
     RECORD_KINDS,
     DeadLetter,
@@ -34,10 +35,8 @@ from wire.records import (
 if TYPE_CHECKING:
     # Imported only for hints: importing the plugin module before pytest loads
     # it would keep pytest from rewriting its asserts.
-    from tests.redis_server import RedisServer
+    from tests.support.redis import RedisServer
 
-
-ROOT = Path(__file__).resolve().parents[2]
 
 ReadBack = Callable[[], Awaitable[dict[str, list[Record]]]]
 

@@ -3,7 +3,8 @@ through the proxies, jobs completing, timing out, amended by late events,
 refusing bad events, continuing-as-new, closing, and a tenant summary.
 
 Used to record the committed histories (``python -m tests.replay.record``)
-and by the integration tests.
+and by the integration and activity tests (``running_workers``: the workers
+in the test's process, on the strict sandbox).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import msgspec
 from temporalio.client import Client
 
 from actors.pipelines import collected
@@ -24,37 +24,9 @@ from ingress.sender import EventSender
 from runtime.retire import retire_proxy
 from runtime.worker import build_workers
 from sinks import FileSink
+from tests.support.events import opened, part
 
 SHARDS = 2
-
-
-def event(kind: str, **fields: object) -> bytes:
-    base = {"type": kind, "at": "2026-01-01T00:00:00Z"}
-    return msgspec.json.encode({**base, **fields})
-
-
-def opened(tenant: str, job: str, required: list[str], **extra: object) -> bytes:
-    return event(
-        "job.opened",
-        event_id=f"{job}-open",
-        tenant_id=tenant,
-        job_id=job,
-        required=required,
-        **extra,
-    )
-
-
-def part(tenant: str, job: str, kind: str, n: int, parts: int, eid: str = "") -> bytes:
-    return event(
-        "analysis.result",
-        event_id=eid or f"{job}-{kind}-{n}",
-        tenant_id=tenant,
-        job_id=job,
-        analysis_type=kind,
-        part=n,
-        parts=parts,
-        payload={"label": f"{kind}-{n}", "score": 0.5 + n / 10},
-    )
 
 
 @asynccontextmanager

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,20 +69,3 @@ async def redis_progress(url: str, prefix: str = "eventflow") -> Progress:
         )
     finally:
         await client.aclose()
-
-
-async def wait_until(
-    progress: Callable[[], Awaitable[Progress]],
-    done: Callable[[Progress], bool],
-    *,
-    limit_s: float,
-    settle_s: float = 2.0,
-) -> Progress:
-    """Poll until ``done`` holds (or ``limit_s`` passes), then wait ``settle_s``
-    more, so that records that should not exist have had time to appear."""
-    deadline = time.monotonic() + limit_s
-    # Polling an outside system: there is no event to wait on.
-    while not done(latest := await progress()) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(settle_s)
-    return latest

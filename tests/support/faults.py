@@ -1,23 +1,19 @@
-"""Shared pieces of the fault scenarios: the workload size, a background
-emitter, waiting for the sink to settle, and the report row each scenario
-adds to RELIABILITY.md's table."""
+"""Shared pieces of the fault scenarios: the workload size, waiting for the
+sink to settle, and the report row each scenario adds to RELIABILITY.md's
+table (``python -m tests.faults.report`` renders the rows). The background
+emitter is ``tests.support.processes.Emitter``."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import msgspec
-
-from tests.conftest import ROOT
-from tests.faults.audit import Audit
-from tests.integration.records import Progress
+from tests.support.audit import Audit
+from tests.support.polling import wait_until
+from tests.support.records import Progress
 from wire.synthetic import Expected, WorkloadSpec
 
 # `quick` (the default, what CI runs) or `full` (`make faults`).
@@ -45,35 +41,6 @@ def workload(*, seed: int, run: str, quick_jobs: int = 300) -> WorkloadSpec:
         seed=seed,
         run=run,
     )
-
-
-class Emitter:
-    """``python -m script.emit --file F --json`` running in the background."""
-
-    def __init__(self, address: str, events: Path, *args: str) -> None:
-        # Its log goes to a file: a pipe read only at the end could fill up
-        # (emit logs every pushed-back batch) and stall it.
-        self.log = events.with_suffix(".emit.log")
-        command = [sys.executable, "-m", "script.emit", "--file", str(events)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--json", *args],
-                cwd=ROOT,
-                env={**os.environ, "TEMPORAL_ADDRESS": address},
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def wait(self, timeout: float = 600) -> dict:
-        """The emitter's JSON summary, once it has sent everything."""
-        out, _ = self.process.communicate(timeout=timeout)
-        if self.process.returncode != 0:
-            log = self.log.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"emit failed ({self.process.returncode}):\n{log}")
-        return msgspec.json.decode(out)
 
 
 def write_events(directory: Path, lines: list[bytes]) -> Path:
@@ -105,16 +72,13 @@ async def settle(
 ) -> float:
     """Poll until ``done`` holds or ``limit_s`` passes; then wait ``settle_s``
     more, so that records that should not exist have time to appear.
-    Returns the monotonic time at which ``done`` first held (or the limit)."""
-    import asyncio
+    Returns the monotonic time at which ``done`` first held (or the limit).
 
-    deadline = time.monotonic() + limit_s
-    # Polling an outside system: there is no event to wait on.
-    while not done(await progress()) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.25)
-    landed = time.monotonic()
-    await asyncio.sleep(settle_s)
-    return landed
+    ``wait_until`` with the fault scenarios' defaults."""
+    landed = await wait_until(
+        progress, done, limit_s=limit_s, settle_s=settle_s, interval_s=0.25
+    )
+    return landed.at
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,10 @@ from typing import Any
 import pytest
 import redis
 
+from tests.support.polling import wait_for_process
+from tests.support.ports import free_port
+
 _STARTUP_TIMEOUT_S = 10.0
-
-
-def _free_port() -> int:
-    # The port could be taken between here and the server binding it; on a test
-    # machine that race is rare enough, and start() reports it clearly.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_server_binary() -> str:
@@ -62,7 +55,7 @@ class RedisServer:
         password: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.password = password
         self._directory = directory
         self._extra_args = list(extra_args)
@@ -125,27 +118,27 @@ class RedisServer:
             process.wait()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        assert self._process is not None
         client = self.client()
+
+        def answers() -> bool:
+            # BusyLoadingError is a ConnectionError: not ready yet either way.
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                return bool(client.ping())
+            return False
+
         try:
-            while True:
-                assert self._process is not None
-                if self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {self._process.returncode} "
-                        f"on port {self.port}:\n{self._log()}"
-                    )
-                # BusyLoadingError is a ConnectionError: not ready yet either way.
-                with contextlib.suppress(redis.exceptions.ConnectionError):
-                    if client.ping():
-                        return
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        "redis-server did not answer PING within "
-                        f"{_STARTUP_TIMEOUT_S}s:\n{self._log()}"
-                    )
-                time.sleep(0.01)
+            wait_for_process(
+                self._process,
+                answers,
+                what=f"redis-server on port {self.port}",
+                log=self._log,
+                timeout_s=_STARTUP_TIMEOUT_S,
+                interval_s=0.01,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
         finally:
             client.close()
 
