@@ -61,6 +61,10 @@ class JobWorkflow:
     def state(self) -> rules.JobState:
         return self._state
 
+    @workflow.query(name=names.JOB_STATUS)
+    def status(self) -> rules.JobView:
+        return rules.view(self._state, self._settings)
+
     def _should_continue_as_new(self) -> bool:
         return continue_as_new_due(self._settings.continue_as_new_after)
 

@@ -126,6 +126,22 @@ class ProxyWorkflow:
     def pending(self) -> int:
         return self._state.pending + len(self._state.rejections)
 
+    @workflow.query(name=names.PROXY_STATUS)
+    def status(self) -> rules.ProxyView:
+        return rules.view(
+            self._state,
+            self._settings,
+            deliveries_in_flight=self._running,
+            events_in_flight=self._in_flight,
+            draining=self._draining,
+            retired=self._retired,
+        )
+
+    @workflow.query(name=names.PROXY_HELD)
+    def held(self, job_key: str) -> list[str]:
+        """The event ids held for one job (``{tenant_id}/{job_id}``)."""
+        return rules.held_for(self._state, job_key)
+
     # --- The main loop ---------------------------------------------------------
 
     @workflow.run

@@ -391,3 +391,69 @@ def commit(state: JobState, publication: Publication, now: datetime) -> None:
     state.published_changes = publication.changes
     state.published_events = snapshot.events
     state.published_types = {t: s.filled for t, s in snapshot.slots.items()}
+
+
+class PartsView(msgspec.Struct, frozen=True, kw_only=True):
+    """One analysis type's parts as a job sees them."""
+
+    parts: int | None  # None: not one part seen yet, so the count is unknown
+    received: list[int]
+    missing: list[int]
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """What an operator asks of a job: where it stands and what it waits for.
+
+    The answer of the job's ``status`` query (``script.inspect job``).
+    """
+
+    tenant_id: str
+    job_id: str
+    opened: bool
+    complete: bool
+    version: int  # the last result version written; 0: none yet
+    last_status: JobStatus | None
+    required: list[str] | None
+    # Per required type (or, before job.opened, per type seen).
+    parts: dict[str, PartsView]
+    events: int  # unique accepted events, job.opened included
+    refused: int  # events refused so far (each a dead letter)
+    refusals_unwritten: int  # refusals not yet written as dead letters
+    first_seen: datetime
+    deadline: datetime  # an incomplete job times out then
+    last_published_at: datetime | None
+    closes_at: datetime | None  # when a job that has published closes
+
+
+def view(state: JobState, settings: JobSettings) -> JobView:
+    """The operator's view of ``state`` (pure; the job's query calls it)."""
+    required = None if state.opened is None else list(state.opened.required)
+    types = required if required is not None else list(state.slots)
+    parts: dict[str, PartsView] = {}
+    for analysis_type in types:
+        slot = state.slots.get(analysis_type)
+        if slot is None:
+            parts[analysis_type] = PartsView(parts=None, received=[], missing=[])
+            continue
+        received = [i for i, event in enumerate(slot.events) if event is not None]
+        missing = [i for i, event in enumerate(slot.events) if event is None]
+        parts[analysis_type] = PartsView(
+            parts=slot.parts, received=received, missing=missing
+        )
+    return JobView(
+        tenant_id=state.tenant_id,
+        job_id=state.job_id,
+        opened=state.opened is not None,
+        complete=is_complete(state),
+        version=state.version,
+        last_status=state.last_status,
+        required=required,
+        parts=parts,
+        events=event_count(state),
+        refused=sum(1 for o in state.outcomes.values() if o == REJECTED),
+        refusals_unwritten=len(state.refusals),
+        first_seen=state.first_seen,
+        deadline=deadline(state, settings),
+        last_published_at=state.last_published_at,
+        closes_at=closes_at(state, settings),
+    )

@@ -310,3 +310,55 @@ def restore_rollups(state: ProxyState, rollups: dict[str, list[RollupDelta]]) ->
     """Put back the rollups of a report that failed, ahead of newer ones."""
     for tenant_id, deltas in rollups.items():
         state.rollups[tenant_id] = deltas + state.rollups.get(tenant_id, [])
+
+
+class ProxyView(msgspec.Struct, frozen=True, kw_only=True):
+    """What an operator asks of a shard: how much it holds and for how long.
+
+    The answer of the proxy's ``status`` query (``script.inspect shards``).
+    """
+
+    shard: int
+    held_events: int  # accepted, not yet handed to a delivery
+    held_rejections: int  # edge rejections not yet dead-lettered
+    held_jobs: int
+    oldest_held_at: datetime | None  # when the oldest held job was queued
+    deliveries_in_flight: int
+    events_in_flight: int
+    draining: bool
+    retired: bool
+    # Totals since the shard's first run (carried across continue-as-new).
+    accepted: int
+    duplicates: int
+    rejected: int
+
+
+def view(
+    state: ProxyState,
+    settings: ProxySettings,
+    *,
+    deliveries_in_flight: int,
+    events_in_flight: int,
+    draining: bool,
+    retired: bool,
+) -> ProxyView:
+    """The operator's view of a proxy (pure; the proxy's query calls it)."""
+    return ProxyView(
+        shard=settings.shard,
+        held_events=state.pending,
+        held_rejections=len(state.rejections),
+        held_jobs=len(state.outbox),
+        oldest_held_at=next(iter(state.queued_at.values()), None),
+        deliveries_in_flight=deliveries_in_flight,
+        events_in_flight=events_in_flight,
+        draining=draining,
+        retired=retired,
+        accepted=state.accepted,
+        duplicates=state.duplicates,
+        rejected=state.rejected,
+    )
+
+
+def held_for(state: ProxyState, key: str) -> list[str]:
+    """The event ids a proxy holds for the job ``key``, in arrival order."""
+    return [event.event_id for event in state.outbox.get(key, [])]
