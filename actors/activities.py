@@ -15,11 +15,18 @@ import msgspec
 import structlog
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from actors import names, routing
 from actors.contracts import (
+    STATUS_KEY,
+    TENANT_KEY,
     DeliverInput,
     DeliverResult,
     JobBatch,
@@ -174,6 +181,12 @@ class Activities:
             # dead-lettered rather than starting an empty job of the same id.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             result_type=JobOutcome,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(TENANT_KEY, delivery.tenant_id),
+                    SearchAttributePair(STATUS_KEY, names.JOB_OPEN),
+                ]
+            ),
         )
         try:
             return await self._client.execute_update_with_start_workflow(

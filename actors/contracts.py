@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+from temporalio.common import SearchAttributeKey
 
+from actors import names
 from actors.rules.job import (
     BatchAck,
     JobSettings,
@@ -22,6 +24,11 @@ from actors.rules.tenant import TenantSettings, TenantState
 from wire.events import Event
 from wire.records import TenantSummary
 from wire.validate import Rejection
+
+# The jobs' search attributes (see ``actors.names``), typed.
+TENANT_KEY = SearchAttributeKey.for_keyword(names.TENANT_ATTRIBUTE)
+STATUS_KEY = SearchAttributeKey.for_keyword(names.STATUS_ATTRIBUTE)
+SEARCH_ATTRIBUTES = (TENANT_KEY, STATUS_KEY)
 
 
 class ProxyInput(msgspec.Struct, frozen=True, kw_only=True):

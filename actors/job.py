@@ -10,7 +10,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from actors import names
-    from actors.contracts import JobBatch, JobInput, JobOutcome, PublishJobInput
+    from actors.contracts import (
+        STATUS_KEY,
+        JobBatch,
+        JobInput,
+        JobOutcome,
+        PublishJobInput,
+    )
     from actors.policies import PUBLISH_TIMEOUT, RETRY, continue_as_new_due
     from actors.rules import job as rules
 
@@ -35,6 +41,9 @@ class JobWorkflow:
         # True while the main loop has a publication in flight: a delivery
         # must not hand off a second publication of the same version.
         self._publishing = False
+        # What the status search attribute says now: set at start (open),
+        # carried across continue-as-new, kept current by ``_show_status``.
+        self._shown_status = workflow.info().typed_search_attributes.get(STATUS_KEY)
 
     @workflow.update(name=names.JOB_DELIVER)
     def deliver(self, batch: JobBatch) -> rules.Reply:
@@ -68,10 +77,20 @@ class JobWorkflow:
     def _should_continue_as_new(self) -> bool:
         return continue_as_new_due(self._settings.continue_as_new_after)
 
+    def _show_status(self) -> None:
+        """Keep the status search attribute current, for visibility queries
+        (``script.inspect stuck``). A delivery's hand-off changes the status
+        inside an update, so the main loop, woken by it, upserts here."""
+        status = self._state.last_status or names.JOB_OPEN
+        if status != self._shown_status:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+            self._shown_status = status
+
     @workflow.run
     async def run(self, input: JobInput) -> JobOutcome:
         state, settings = self._state, self._settings
         while True:
+            self._show_status()
             publication = rules.decide(state, workflow.now(), settings)
             if publication is not None:
                 self._publishing = True

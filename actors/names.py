@@ -39,3 +39,12 @@ PUBLISH_SUMMARY = "publish_summary"
 # ApplicationError types a workflow raises that callers act on.
 BACKPRESSURE = "Backpressure"
 RETIRED = "ShardRetired"
+
+# Search attributes (Keyword) every job carries, for visibility queries
+# (``script.inspect stuck``): its tenant, set at start, and its status, kept
+# current by the job: JOB_OPEN until its first result version, then that
+# version's status. Register them on the namespace before workers run
+# (``script.devserver`` does; ``script.worker`` adds them where it may).
+TENANT_ATTRIBUTE = "EventflowTenant"
+STATUS_ATTRIBUTE = "EventflowJobStatus"
+JOB_OPEN = "open"

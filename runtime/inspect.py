@@ -130,6 +130,84 @@ async def tenant_report(client: Client, tenant_id: str) -> TenantReport:
     return TenantReport(workflow_id=workflow_id, tenant=state)
 
 
+class StuckJob(msgspec.Struct, frozen=True, kw_only=True):
+    """An open job past its age limit, and what it still misses."""
+
+    workflow_id: str
+    started_at: datetime
+    job: JobView | None  # None: it did not answer its query
+    error: str | None = None
+
+
+def stuck_query(older_than: timedelta, now: datetime, tenant: str | None) -> str:
+    """The visibility query for open jobs started before ``now - older_than``.
+
+    Jobs keep their status search attribute current (``actors.names``): open
+    until their first result version is written.
+    """
+    cutoff = (now - older_than).isoformat().replace("+00:00", "Z")
+    query = (
+        f"WorkflowType = '{names.JOB}' AND ExecutionStatus = 'Running' "
+        f"AND {names.STATUS_ATTRIBUTE} = '{names.JOB_OPEN}' "
+        f"AND StartTime < '{cutoff}'"
+    )
+    if tenant is not None:
+        escaped = tenant.replace("\\", "\\\\").replace("'", "\\'")
+        query += f" AND {names.TENANT_ATTRIBUTE} = '{escaped}'"
+    return query
+
+
+async def stuck_jobs(
+    client: Client,
+    *,
+    older_than: timedelta,
+    now: datetime,
+    tenant: str | None = None,
+    limit: int = 100,
+) -> list[StuckJob]:
+    """Open jobs older than ``older_than`` (oldest first, at most ``limit``),
+    each with its view: what it still misses."""
+    found = [
+        (execution.id, execution.start_time)
+        async for execution in client.list_workflows(
+            stuck_query(older_than, now, tenant), limit=limit
+        )
+    ]
+
+    async def one(workflow_id: str, started_at: datetime) -> StuckJob:
+        try:
+            job = await _query(
+                client, workflow_id, names.JOB_STATUS, result_type=JobView
+            )
+        except (LookupError, InspectError) as exc:
+            return StuckJob(
+                workflow_id=workflow_id,
+                started_at=started_at,
+                job=None,
+                error=str(exc) or "closed meanwhile",
+            )
+        assert isinstance(job, JobView)
+        return StuckJob(workflow_id=workflow_id, started_at=started_at, job=job)
+
+    jobs = await asyncio.gather(*(one(wid, at) for wid, at in found))
+    return sorted(jobs, key=lambda j: j.started_at)
+
+
+def parse_age(text: str) -> timedelta:
+    """``90s``, ``10m``, ``2h``, ``1d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(
+            f"expected an age like 90s, 10m, 2h or 1d, got {text!r}"
+        ) from None
+    if seconds < 0:
+        raise ValueError(f"expected a non-negative age, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
 async def shard_reports(client: Client, shards: int) -> list[ShardReport]:
     async def one(shard: int) -> ShardReport:
         workflow_id = routing.proxy_id(shard)
@@ -240,6 +318,29 @@ def render_tenant(report: TenantReport, now: datetime) -> str:
     ]
     for analysis_type, n in sorted(counts.analyses.items()):
         lines.append(f"  {analysis_type}: {n} results")
+    return "\n".join(lines)
+
+
+def render_stuck(jobs: list[StuckJob], older_than: timedelta, now: datetime) -> str:
+    if not jobs:
+        return f"no open job older than {_span(older_than.total_seconds())}"
+    lines = [f"{len(jobs)} open jobs older than {_span(older_than.total_seconds())}:"]
+    for stuck in jobs:
+        head = f"  {stuck.workflow_id} (started {_ago(stuck.started_at, now)})"
+        if stuck.job is None:
+            lines.append(f"{head}: {stuck.error}")
+            continue
+        misses = []
+        for analysis_type, parts in stuck.job.parts.items():
+            if parts.parts is None:
+                misses.append(f"{analysis_type} (no part yet)")
+            elif parts.missing:
+                misses.append(
+                    f"{analysis_type} parts " + ",".join(map(str, parts.missing))
+                )
+        if not stuck.job.opened:
+            misses.insert(0, "job.opened")
+        lines.append(f"{head}: misses " + ("; ".join(misses) or "nothing"))
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors import names
 from runtime.settings import add_options, from_args, option
 
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -60,6 +61,8 @@ def command(
         args.append("--headless")
     else:
         args += ["--ui-port", str(ui_port)]
+    for name in (names.TENANT_ATTRIBUTE, names.STATUS_ATTRIBUTE):
+        args += ["--search-attribute", f"{name}=Keyword"]
     if db is not None:
         args += ["--db-filename", str(db)]
         for pragma in SQLITE_PRAGMAS:

@@ -6,6 +6,10 @@
     tenant TENANT    the current window's counts
     shards           held events, the oldest one's age and deliveries in
                      flight, per shard
+    stuck --older-than AGE [--tenant T]
+                     open jobs older than AGE (90s, 10m, 2h) that still miss
+                     parts, with what they miss (a visibility query over the
+                     jobs' search attributes)
 
 Answers come from workflow queries, so a worker must be running. ``--json``
 prints the answer as JSON. An unknown job or tenant exits 1 with a message.
@@ -27,13 +31,16 @@ from runtime.client import connect_within
 from runtime.inspect import (
     InspectError,
     job_report,
+    parse_age,
     render_job,
     render_shards,
+    render_stuck,
     render_tenant,
     shard_reports,
+    stuck_jobs,
     tenant_report,
 )
-from runtime.settings import add_options, from_args
+from runtime.settings import add_options, from_args, positive_int
 
 
 def parse_args(
@@ -54,6 +61,14 @@ def parse_args(
     tenant = commands.add_parser("tenant", parents=[common], help="one tenant")
     tenant.add_argument("tenant_id")
     commands.add_parser("shards", parents=[common], help="every shard's proxy")
+    stuck = commands.add_parser("stuck", parents=[common], help="old open jobs")
+    stuck.add_argument(
+        "--older-than", type=parse_age, default=parse_age("10m"), metavar="AGE"
+    )
+    stuck.add_argument("--tenant", default=None, help="only this tenant's jobs")
+    stuck.add_argument(
+        "--limit", type=positive_int, default=100, help="at most this many jobs"
+    )
     args = p.parse_args(argv)
     return from_args(ClientSettings, args, parser=p), args
 
@@ -70,6 +85,15 @@ async def main(settings: ClientSettings, args: argparse.Namespace) -> str:
     elif args.command == "tenant":
         report = await tenant_report(client, args.tenant_id)
         text = render_tenant(report, now)
+    elif args.command == "stuck":
+        report = await stuck_jobs(
+            client,
+            older_than=args.older_than,
+            now=now,
+            tenant=args.tenant,
+            limit=args.limit,
+        )
+        text = render_stuck(report, args.older_than, now)
     else:
         report = await shard_reports(client, settings.shards)
         text = render_shards(report, now)

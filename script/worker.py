@@ -19,6 +19,10 @@ from actors.pipelines import load_pipeline
 from runtime.cli import configure_logging, exit_now
 from runtime.client import connect_within
 from runtime.retire import retire_shards
+from runtime.search_attributes import (
+    SearchAttributesMissing,
+    ensure_search_attributes,
+)
 from runtime.settings import add_options, from_args
 from runtime.worker import build_workers
 from runtime.worker_settings import WorkerSettings
@@ -49,6 +53,7 @@ async def main(settings: WorkerSettings) -> int:
     config = settings.worker_config()
     pipeline = load_pipeline(config.pipeline)
     client = await connect_within(settings.connect_timeout)
+    await ensure_search_attributes(client)
     sink = open_sink(config.sink)
     shards = shards_to_run(settings.shard, config.shards)
     workers = build_workers(
@@ -98,7 +103,7 @@ if __name__ == "__main__":
     configure_logging(settings.log_level)
     try:
         code = asyncio.run(main(settings))
-    except ConnectionError as exc:
+    except (ConnectionError, SearchAttributesMissing) as exc:
         log.error("cannot start", error=str(exc))
         exit_now(1)
     # The workers are shut down and the sink closed: skip the interpreter

@@ -162,3 +162,45 @@ async def test_inspect_shows_events_a_proxy_still_holds(
     assert (holder["held_events"], holder["held_jobs"]) == (2, 1)
     assert holder["oldest_held_at"] is not None
     assert b"not started yet" in text.stdout
+
+
+async def test_inspect_stuck_lists_old_open_jobs_with_what_they_miss(
+    temporal, tmp_path: Path
+) -> None:
+    address = address_of(temporal)
+    async with running_workers(temporal.client, tmp_path / "out", CONFIG):
+        sender = EventSender(temporal.client, shards=SHARDS)
+        for line in [
+            opened("acme", "done", ["detect"]),
+            part("acme", "done", "detect", 0, 1),
+            opened("acme", "waits", ["detect", "caption"]),
+            part("acme", "waits", "detect", 0, 2),
+            opened("globex", "waits", ["ocr"]),
+        ]:
+            await sender.send(line)
+        await sender.flush()
+
+        def names(found: list[dict]) -> set[str]:
+            return {s["workflow_id"] for s in found}
+
+        # Visibility follows the jobs' own status a moment later.
+        everyone = await answered(
+            address,
+            "stuck",
+            "--older-than",
+            "0s",
+            until=lambda found: names(found) == {"job/acme/waits", "job/globex/waits"},
+        )
+        acme = await answered(
+            address, "stuck", "--older-than", "0s", "--tenant", "acme", until=bool
+        )
+        recent = await answer(address, "stuck", "--older-than", "1h")
+        text = await run(address, "stuck", "--older-than", "0s", "--tenant", "acme")
+
+    assert names(everyone) == {"job/acme/waits", "job/globex/waits"}
+    assert [s["workflow_id"] for s in acme] == ["job/acme/waits"]
+    assert acme[0]["job"]["parts"]["detect"]["missing"] == [1]
+    assert recent == []
+    readable = text.stdout.decode()
+    assert "job/acme/waits" in readable
+    assert "misses detect parts 1; caption (no part yet)" in readable

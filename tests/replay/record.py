@@ -16,6 +16,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from actors.contracts import SEARCH_ATTRIBUTES
 from script.devserver import temporal_binary
 from tests.support.scenario import SCENARIO_CONFIG, run_scenario, running_workers
 from wire import DATA_CONVERTER
@@ -28,6 +29,7 @@ async def record(target: Path) -> list[Path]:
         dev_server_existing_path=temporal_binary(),
         data_converter=DATA_CONVERTER,
         ui=False,
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     written = []
     try:

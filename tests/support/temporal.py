@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from actors.contracts import SEARCH_ATTRIBUTES
 from script.devserver import temporal_binary
 from tests.support.polling import wait_for_process
 from tests.support.ports import free_port, port_answers
@@ -35,6 +36,7 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         data_converter=DATA_CONVERTER,
         ui=False,
+        search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
     )
     try:

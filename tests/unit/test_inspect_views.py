@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from actors.rules import job as job_rules
 from actors.rules import proxy as proxy_rules
 from actors.rules.job import JobSettings, PartsView
@@ -13,8 +15,10 @@ from runtime.inspect import (
     HeldEvents,
     JobReport,
     ShardReport,
+    parse_age,
     render_job,
     render_shards,
+    stuck_query,
 )
 from wire.events import AnalysisResult, JobOpened
 
@@ -125,3 +129,23 @@ def test_a_job_reads_as_what_it_waits_for() -> None:
 def test_a_shard_without_a_proxy_reads_as_not_running() -> None:
     text = render_shards([ShardReport(shard=0, workflow_id="proxy/0", proxy=None)], T0)
     assert text.splitlines()[1].split()[-2:] == ["not", "running"]
+
+
+def test_ages_read_in_seconds_minutes_hours_and_days() -> None:
+    assert [parse_age(t) for t in ("90s", "10m", "2h", "1d", "5")] == [
+        timedelta(seconds=90),
+        timedelta(minutes=10),
+        timedelta(hours=2),
+        timedelta(days=1),
+        timedelta(seconds=5),
+    ]
+    with pytest.raises(ValueError, match="an age like 90s"):
+        parse_age("ten minutes")
+
+
+def test_the_stuck_query_asks_for_old_open_jobs_and_quotes_the_tenant() -> None:
+    query = stuck_query(timedelta(minutes=10), T0, "o'brien")
+    assert "WorkflowType = 'Job'" in query
+    assert "EventflowJobStatus = 'open'" in query
+    assert "StartTime < '2025-12-31T23:50:00Z'" in query
+    assert query.endswith("EventflowTenant = 'o\\'brien'")
