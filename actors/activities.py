@@ -38,6 +38,7 @@ from actors.contracts import (
     SettingsRequest,
     TenantInput,
 )
+from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS
 from actors.pipelines import Pipeline
 from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
@@ -90,6 +91,10 @@ class Activities:
     async def deliver(self, input: DeliverInput) -> DeliverResult:
         """Send each job its events with update-with-start, many at once, and
         write the publications the jobs hand back."""
+        with DELIVERIES_IN_FLIGHT.track_inprogress(), DELIVERY_SECONDS.time():
+            return await self._deliver(input)
+
+    async def _deliver(self, input: DeliverInput) -> DeliverResult:
         # A retry skips the jobs an earlier attempt finished (their indexes
         # travel in the heartbeat). A job reached but not finished answers a
         # retry with the same reply, publication included.

@@ -73,12 +73,46 @@ class ProxyWorkflow:
         self._retired = False
         self._closed = False
         self._continuing = False
+        # Replay-safe metrics (the SDK emits nothing while replaying), so each
+        # event is counted once, here, where it is acknowledged.
+        meter = workflow.metric_meter().with_additional_attributes(
+            {"shard": str(self._settings.shard)}
+        )
+        self._events_total = meter.create_counter(
+            "eventflow_events_total", "Events taken by proxies, by outcome."
+        )
+        self._held_events = meter.create_gauge(
+            "eventflow_proxy_held_events",
+            "Events and edge rejections a proxy holds, not yet delivered.",
+        )
+        self._oldest_held = meter.create_gauge_float(
+            "eventflow_proxy_oldest_held_seconds",
+            "How long the oldest job a proxy holds has waited.",
+            "s",
+        )
 
     # --- Messages ------------------------------------------------------------
 
     @workflow.update(name=names.PROXY_INGEST)
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
-        return rules.ingest(self._state, batch, self._settings, now=workflow.now())
+        ack = rules.ingest(self._state, batch, self._settings, now=workflow.now())
+        for outcome, count in (
+            ("accepted", ack.accepted),
+            ("duplicate", ack.duplicates),
+            ("refused", ack.rejected),
+        ):
+            if count:
+                self._events_total.add(count, {"outcome": outcome})
+        self._show_held()
+        return ack
+
+    def _show_held(self) -> None:
+        state = self._state
+        self._held_events.set(state.pending + len(state.rejections))
+        oldest = next(iter(state.queued_at.values()), None)
+        self._oldest_held.set(
+            0.0 if oldest is None else (workflow.now() - oldest).total_seconds()
+        )
 
     @ingest.validator
     def _admit(self, batch: rules.IngestBatch) -> None:
@@ -193,6 +227,7 @@ class ProxyWorkflow:
         Timers run only while something waits on one; a job or rollups
         arriving while no timer runs wake the loop to start one.
         """
+        self._show_held()
         timeout = self._next_timer()
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(

@@ -23,6 +23,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from ingress.envelope import Auth, authorize, decode_push, encode_json, split_events
+from ingress.metrics import REQUEST_SECONDS, REQUESTS
 from ingress.service import Ingress, IngressSettings, Outcome, Unavailable
 from wire import Event, Rejection, parse_event
 
@@ -30,6 +31,7 @@ log = structlog.get_logger("ingress")
 access_log = structlog.get_logger("ingress.access")
 
 INGRESS: web.AppKey[Ingress] = web.AppKey("ingress", Ingress)
+ROUTES = ("/pubsub/push", "/events", "/healthz", "/readyz")
 
 
 def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
@@ -204,13 +206,18 @@ async def _access_log(
         raise
     finally:
         outcome = request.get("outcome")
+        elapsed = time.perf_counter() - started
+        # The route, not the path: a label per stray path would grow forever.
+        route = request.path if request.path in ROUTES else "other"
+        REQUESTS.labels(route, str(status)).inc()
+        REQUEST_SECONDS.labels(route).observe(elapsed)
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": request.method,
             "path": request.path,  # never the query string: it may hold the token
             "status": status,
             "outcome": str(outcome) if outcome else Outcome.ERROR.value,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(elapsed * 1000, 2),
         }
         for key in ("shards", "events", "message_id", "detail"):
             if key in request:

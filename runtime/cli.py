@@ -12,7 +12,7 @@ from typing import Any
 
 from actors.routing import DEFAULT_SHARDS
 from runtime.logging import DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, configure_logging
-from runtime.settings import option, positive_int
+from runtime.settings import integer, option, positive_int
 from wire.synthetic import WorkloadSpec
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "connect_timeout_option",
     "exit_now",
     "log_level_option",
+    "metrics_host_option",
+    "metrics_port_option",
     "positive_int",
     "shards_option",
     "workload_from",
@@ -66,6 +68,30 @@ def connect_timeout_option() -> Any:
         flag="--connect-timeout",
         metavar="S",
         help="seconds to keep retrying while Temporal is unreachable at start",
+    )
+
+
+def metrics_port_option() -> Any:
+    """``--metrics-port``: where ``GET /metrics`` is served; off by default."""
+    return option(
+        None,
+        flag="--metrics-port",
+        env="EVENTFLOW_METRICS_PORT",
+        parse=integer,
+        metavar="PORT",
+        help="serve Prometheus metrics (GET /metrics: this process's and the "
+        "Temporal SDK's) on this port; off unless set",
+    )
+
+
+def metrics_host_option() -> Any:
+    """``--metrics-host``: the address the metrics endpoint listens on."""
+    return option(
+        "127.0.0.1",
+        flag="--metrics-host",
+        env="EVENTFLOW_METRICS_HOST",
+        metavar="HOST",
+        help="address the metrics endpoint listens on (0.0.0.0 for every interface)",
     )
 
 

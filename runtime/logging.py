@@ -22,6 +22,7 @@ import structlog
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    PrometheusConfig,
     Runtime,
     TelemetryConfig,
     TelemetryFilter,
@@ -119,11 +120,17 @@ def install(
     return handler
 
 
-def configure_logging(level: str | None = None) -> None:
+def configure_logging(
+    level: str | None = None, *, sdk_metrics: str | None = None
+) -> None:
     """Every log line to stderr through one structlog pipeline: readable on
     a terminal, JSON lines otherwise.
 
     ``level`` is a level name; None takes ``EVENTFLOW_LOG_LEVEL``, else info.
+    ``sdk_metrics``: an address (``host:port``) for the SDK's own Prometheus
+    exporter (its runtime metrics and the workflows' ``metric_meter``); None:
+    no SDK metrics. It shares the one Runtime with the log forwarding, so it
+    is set here, before any client exists.
     """
     install(sys.stderr, level_number(level))
     # The retry loops log their own retries, at the level each warrants (the
@@ -141,7 +148,12 @@ def configure_logging(level: str | None = None) -> None:
                     forwarding=LogForwardingConfig(
                         logger=logging.getLogger("temporalio.core")
                     ),
-                )
+                ),
+                metrics=None
+                if sdk_metrics is None
+                else PrometheusConfig(
+                    bind_address=sdk_metrics, durations_as_seconds=True
+                ),
             )
         ),
         error_if_already_set=False,

@@ -15,6 +15,8 @@ from runtime.cli import (
     SINK_ENV,
     connect_timeout_option,
     log_level_option,
+    metrics_host_option,
+    metrics_port_option,
     shards_option,
 )
 from runtime.settings import option, positive_int
@@ -97,6 +99,8 @@ class WorkerSettings:
         "then close them and exit",
     )
     connect_timeout: float = connect_timeout_option()
+    metrics_port: int | None = metrics_port_option()
+    metrics_host: str = metrics_host_option()
     log_level: str = log_level_option()
 
     def worker_config(self) -> WorkerConfig:

@@ -25,8 +25,16 @@ from aiohttp import web
 
 from ingress import IngressSettings, create_app
 from ingress.service import TOKEN_ENV
-from runtime.cli import configure_logging, exit_now, log_level_option, shards_option
+from runtime.cli import (
+    configure_logging,
+    exit_now,
+    log_level_option,
+    metrics_host_option,
+    metrics_port_option,
+    shards_option,
+)
 from runtime.client import connect
+from runtime.metrics import MetricsServer, sdk_metrics_address
 from runtime.settings import add_options, from_args, option, positive_int
 from wire.validate import Limits
 
@@ -151,6 +159,8 @@ class IngressOptions:
         help="a proxy with this many undelivered events makes /readyz fail; "
         "the default is the proxies' own limit",
     )
+    metrics_port: int | None = metrics_port_option()
+    metrics_host: str = metrics_host_option()
     log_level: str = log_level_option()
 
     def service_settings(self) -> IngressSettings:
@@ -179,8 +189,16 @@ def parse_args(argv: list[str] | None = None) -> IngressOptions:
     return from_args(IngressOptions, p.parse_args(argv), parser=p)
 
 
-async def main(options: IngressOptions) -> None:
+async def main(options: IngressOptions, sdk_metrics: str | None = None) -> None:
     settings = options.service_settings()
+    metrics = None
+    if options.metrics_port is not None:
+        metrics = MetricsServer(
+            host=options.metrics_host,
+            port=options.metrics_port,
+            sdk_address=sdk_metrics,
+        )
+        await metrics.start()
     # Lazy: the ingress comes up (and says it is not ready) while Temporal
     # is away, instead of failing to start.
     client = await connect(lazy=True)
@@ -223,11 +241,14 @@ async def main(options: IngressOptions) -> None:
     # Stops listening, lets requests in progress finish (their batches flush),
     # then runs the app's cleanup, which sends anything still queued.
     await runner.cleanup()
+    if metrics is not None:
+        await metrics.close()
     log.info("ingress stopped")
 
 
 if __name__ == "__main__":
     options = parse_args()
-    configure_logging(options.log_level)
-    asyncio.run(main(options))
+    sdk_metrics = None if options.metrics_port is None else sdk_metrics_address()
+    configure_logging(options.log_level, sdk_metrics=sdk_metrics)
+    asyncio.run(main(options, sdk_metrics))
     exit_now(0)

@@ -18,6 +18,7 @@ import structlog
 from actors.pipelines import load_pipeline
 from runtime.cli import configure_logging, exit_now
 from runtime.client import connect_within
+from runtime.metrics import MetricsServer, sdk_metrics_address
 from runtime.retire import retire_shards
 from runtime.search_attributes import (
     SearchAttributesMissing,
@@ -27,6 +28,7 @@ from runtime.settings import add_options, from_args
 from runtime.worker import build_workers
 from runtime.worker_settings import WorkerSettings
 from sinks import open_sink, redact_url
+from sinks.metrics import MeteredSink, sink_name
 
 log = structlog.get_logger("script.worker")
 
@@ -46,15 +48,23 @@ def shards_to_run(shard: str, shards: int) -> list[int]:
     return chosen
 
 
-async def main(settings: WorkerSettings) -> int:
+async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
     """Run until SIGINT/SIGTERM (or, with --retire, until the shards are
     retired); the process's exit code."""
     code = 0
+    metrics = None
+    if settings.metrics_port is not None:
+        metrics = MetricsServer(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            sdk_address=sdk_metrics,
+        )
+        await metrics.start()
     config = settings.worker_config()
     pipeline = load_pipeline(config.pipeline)
     client = await connect_within(settings.connect_timeout)
     await ensure_search_attributes(client)
-    sink = open_sink(config.sink)
+    sink = MeteredSink(open_sink(config.sink), sink_name(config.sink))
     shards = shards_to_run(settings.shard, config.shards)
     workers = build_workers(
         client,
@@ -95,14 +105,17 @@ async def main(settings: WorkerSettings) -> int:
             await stop.wait()
         log.info("worker stopping")
     await sink.close()
+    if metrics is not None:
+        await metrics.close()
     return code
 
 
 if __name__ == "__main__":
     settings = parse_args()
-    configure_logging(settings.log_level)
+    sdk_metrics = None if settings.metrics_port is None else sdk_metrics_address()
+    configure_logging(settings.log_level, sdk_metrics=sdk_metrics)
     try:
-        code = asyncio.run(main(settings))
+        code = asyncio.run(main(settings, sdk_metrics))
     except (ConnectionError, SearchAttributesMissing) as exc:
         log.error("cannot start", error=str(exc))
         exit_now(1)

@@ -13,7 +13,7 @@ retry) never produces a duplicate. The first body written for an id wins.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -32,8 +32,25 @@ class SinkRecord(msgspec.Struct, frozen=True):
         return cls(record_kind(record), record_id(record), encode_record(record))
 
 
+Observer = Callable[[Sequence["SinkRecord"]], None]
+
+
 class Sink(abc.ABC):
-    """Where records go. See the module docstring for the guarantee."""
+    """Where records go. See the module docstring for the guarantee.
+
+    Implementations report the records a ``write`` stored anew (not those it
+    skipped as held) to ``_written``, so that observers (metrics) count each
+    record once however often it is retried. Observers may be called from a
+    worker thread.
+    """
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer`` with the records each write stores anew."""
+        self.__dict__.setdefault("_observers", []).append(observer)
+
+    def _written(self, records: Sequence[SinkRecord]) -> None:
+        for observer in self.__dict__.get("_observers", ()):
+            observer(records)
 
     @abc.abstractmethod
     async def write(self, records: Sequence[SinkRecord]) -> int:

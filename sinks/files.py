@@ -199,6 +199,7 @@ class FileSink(Sink):
                     raise
                 kind_file.ids.update(seen)
                 kind_file.offset = size + len(buffer)
+                self._written(fresh)
                 return len(fresh)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)

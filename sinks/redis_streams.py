@@ -27,15 +27,17 @@ RECORD_FIELD = b"record"
 CHUNK = 500
 
 # KEYS come in pairs per record: stream key, id key. ARGV: ttl, maxlen (0 for
-# none), then per record its id and body. The script is atomic, so no other
+# none), then per record its id and body. It returns 1 per record added and 0
+# per record already held, in order. The script is atomic, so no other
 # writer can slip between the SET and the XADD. When XADD fails (the stream
 # key holds another type, out of memory) the id is released again: otherwise a
 # retry would skip a record that was never stored.
 _WRITE_SCRIPT = """
 local ttl = ARGV[1]
 local maxlen = tonumber(ARGV[2])
-local added = 0
+local added = {}
 for i = 1, #KEYS / 2 do
+  added[i] = 0
   local id_key = KEYS[2 * i]
   if redis.call('SET', id_key, '1', 'NX', 'EX', ttl) then
     local entry
@@ -50,7 +52,7 @@ for i = 1, #KEYS / 2 do
       redis.call('DEL', id_key)
       return entry
     end
-    added = added + 1
+    added[i] = 1
   end
 end
 return added
@@ -199,7 +201,10 @@ class RedisStreamSink(Sink):
                 keys.append(id_key(self._prefix, record.kind, record.record_id))
                 args.append(record.record_id)
                 args.append(record.body)
-            added += int(await self._script(keys=keys, args=args))
+            flags = await self._script(keys=keys, args=args)
+            fresh = [r for r, flag in zip(chunk, flags, strict=True) if int(flag)]
+            self._written(fresh)
+            added += len(fresh)
         return added
 
     async def close(self) -> None:

@@ -160,6 +160,8 @@ WORKER = {
     "--connect-timeout": ((), 60),
     "--proxy-hold": (("EVENTFLOW_PROXY_HOLD_S",), 0.5),
     "--retire": ((), False),
+    "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
+    "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
     "--log-level": (("EVENTFLOW_LOG_LEVEL",), "info"),
 }
 INGRESS = {
@@ -177,6 +179,8 @@ INGRESS = {
     "--max-payload-bytes": (("EVENTFLOW_MAX_PAYLOAD_BYTES",), 262_144),
     "--token-file": ((), None),
     "--ready-max-pending": (("EVENTFLOW_INGRESS_READY_MAX_PENDING",), 50_000),
+    "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
+    "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
     "--log-level": (("EVENTFLOW_LOG_LEVEL",), "info"),
 }
 
