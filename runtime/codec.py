@@ -37,6 +37,7 @@ from runtime.settings import option, positive_int
 from wire.readable import ReadableCodec, ReadableError
 
 __all__ = [
+    "CODEC_PORT_ENV",
     "CODEC_TOKEN_ENV",
     "DEFAULT_CORS_ORIGINS",
     "DEFAULT_PORT",
@@ -50,6 +51,7 @@ DEFAULT_PORT = 8081
 # The local dev server's UI, under both names a browser may have typed.
 DEFAULT_CORS_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 CODEC_TOKEN_ENV = "EVENTFLOW_CODEC_TOKEN"
+CODEC_PORT_ENV = "EVENTFLOW_CODEC_PORT"  # script.devserver starts it there too
 ALLOWED_HEADERS = "X-Namespace, Authorization, Content-Type"
 
 
@@ -76,7 +78,7 @@ class CodecServerSettings:
     port: int = option(
         DEFAULT_PORT,
         flag="--port",
-        env="EVENTFLOW_CODEC_PORT",
+        env=CODEC_PORT_ENV,
         help="port; 0 picks a free one",
     )
     cors_origins: tuple[str, ...] = option(

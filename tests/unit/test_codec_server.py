@@ -18,8 +18,14 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from actors.rules.proxy import IngestBatch
-from runtime.codec import CodecServerSettings, create_app, origins
+from runtime.codec import (
+    DEFAULT_CORS_ORIGINS,
+    CodecServerSettings,
+    create_app,
+    origins,
+)
 from runtime.settings import add_options
+from script.devserver import command, ui_origins
 from tests.support.payloads import MARKER, OPENED, examples, missing_examples, result
 from wire import DATA_CONVERTER
 from wire._converter import MSGPACK_ENCODING, ZSTD_ENCODING
@@ -389,3 +395,11 @@ def test_origins_must_be_scheme_host_port(text: str) -> None:
 
 def test_origins_take_a_comma_separated_list() -> None:
     assert origins("http://a:1, https://b/") == ("http://a:1", "https://b")
+
+
+def test_the_dev_server_ui_is_pointed_at_the_codec_server() -> None:
+    with_ui = command(port=7233, ui_port=8233, db=None, ui_codec_endpoint="http://c")
+    assert with_ui[with_ui.index("--ui-codec-endpoint") + 1] == "http://c"
+    headless = command(port=7233, ui_port=None, db=None, ui_codec_endpoint="http://c")
+    assert "--ui-codec-endpoint" not in headless
+    assert origins(ui_origins(8233)) == DEFAULT_CORS_ORIGINS
