@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 
-.PHONY: run test test-quick faults lint format bench histories setup redis-server
+.PHONY: run test test-quick faults lint format bench histories setup redis-server chromium
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -19,7 +19,7 @@ run: setup
 ## The whole suite (what CI runs): lint, then every tier: unit, activity,
 ## replay, integration (real dev server, real processes, real redis-server,
 ## Google's Pub/Sub emulator), faults at quick scale, and the slow end-to-end runs
-test: setup redis-server
+test: setup redis-server chromium
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run pytest
@@ -56,4 +56,15 @@ redis-server:
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "redis-server is missing: install Redis 7 so that redis-server is on PATH"; exit 1; \
+	  fi; }
+
+## Debian's Chromium for the browser test (tests/support/browser.py drives it
+## with Playwright, which downloads no browser of its own)
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "chromium is missing: install it so that /usr/bin/chromium exists"; exit 1; \
 	  fi; }

@@ -1,6 +1,7 @@
 """The main job end to end on the embedded defaults: ``make run``.
 
-Starts the Temporal dev server (file-backed, under ./data/), a worker for all
+Starts the Temporal dev server (file-backed, under ./data/) with its web UI
+and the codec server that shows the UI readable payloads, a worker for all
 shards writing JSON Lines to ./data/out, sends a generated workload through
 ``script.emit``, waits for every job's result, prints what was produced and
 where, then stops what it started. With TEMPORAL_ADDRESS set it uses that
@@ -21,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from runtime.cli import positive_int
+from runtime.codec import DEFAULT_PORT as DEFAULT_CODEC_PORT
 
 DATA = Path("data")
 
@@ -55,6 +57,12 @@ def main() -> None:
     p.add_argument("--jobs", type=positive_int, default=1000)
     p.add_argument("--tenants", type=positive_int, default=20)
     p.add_argument("--port", type=int, default=7233)
+    p.add_argument(
+        "--codec-port",
+        type=int,
+        default=DEFAULT_CODEC_PORT,
+        help="port of the codec server the web UI decodes payloads through",
+    )
     p.add_argument("--out", type=Path, default=DATA / "out")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args()
@@ -70,7 +78,9 @@ def main() -> None:
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{args.port}"
             print(
                 f"starting the Temporal dev server on 127.0.0.1:{args.port} "
-                f"(state in {DATA / 'temporal.db'}, UI on :{args.port + 1000})"
+                f"(state in {DATA / 'temporal.db'}; web UI on "
+                f"http://localhost:{args.port + 1000}, payloads decoded by the "
+                f"codec server on 127.0.0.1:{args.codec_port})"
             )
             started.append(
                 subprocess.Popen(
@@ -82,6 +92,8 @@ def main() -> None:
                         str(args.port),
                         "--ui-port",
                         str(args.port + 1000),
+                        "--codec-port",
+                        str(args.codec_port),
                     ],
                     stdout=(logs / "devserver.log").open("ab"),
                     stderr=subprocess.STDOUT,
@@ -154,7 +166,10 @@ def main() -> None:
             ("tenant.summary", "tenant rollups (all runs)"),
         ):
             print(f"  {kind + '.jsonl':22}{counts[kind]:6} {what}")
-        print(f"logs in {logs}/; the Temporal UI shows the workflows while it runs")
+        print(
+            f"logs in {logs}/; the Temporal UI shows the workflows, payloads "
+            "decoded, while it runs"
+        )
     finally:
         for process in reversed(started):
             process.terminate()

