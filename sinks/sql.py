@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
+import stamina
 import structlog
 from sqlalchemy import (
     JSON,
@@ -361,6 +362,10 @@ async def _to_thread_mkdir(directory: Path) -> None:
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
 
 
+def _locked(error: Exception) -> bool:
+    return "database is locked" in str(error)
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -368,7 +373,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL is a property of the file, set once by its first connection.
+        # Switching to it needs an exclusive lock that SQLite does not wait
+        # for (busy_timeout does not apply): when processes open a new file at
+        # once, the losers retry until the winner's switch is done.
+        for attempt in stamina.retry_context(
+            on=_locked, attempts=200, timeout=SQLITE_BUSY_TIMEOUT_S, wait_max=0.1
+        ):
+            with attempt:
+                cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
