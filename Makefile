@@ -1,10 +1,10 @@
 # Set-up and everyday commands. Works on a fresh machine with Python 3.11 and
 # make: uv is installed from PyPI when missing, and `make test` installs
-# Debian's redis-server where it is missing and it can.
+# Debian's redis-server and postgresql where they are missing and it can.
 SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 
-.PHONY: run test test-quick faults lint format bench histories setup redis-server chromium
+.PHONY: run test test-quick faults lint format bench histories setup redis-server chromium postgresql
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -19,19 +19,19 @@ run: setup
 ## The whole suite (what CI runs): lint, then every tier: unit, activity,
 ## replay, integration (real dev server, real processes, real redis-server,
 ## Google's Pub/Sub emulator), faults at quick scale, and the slow end-to-end runs
-test: setup redis-server chromium
+test: setup redis-server chromium postgresql
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run pytest
 
 ## The fast tier only: unit, activity and replay tests (about half a minute);
 ## skips what tests/conftest.py marks integration or faults by folder, and slow
-test-quick: setup redis-server
+test-quick: setup redis-server postgresql
 	$(UV) run pytest -m "not integration and not faults and not slow"
 
 ## The fault-injection suite at full scale (10x what `make test` runs), and
 ## its table for RELIABILITY.md
-faults: setup redis-server
+faults: setup redis-server postgresql
 	mkdir -p data && rm -f data/faults.jsonl
 	EVENTFLOW_FAULT_SCALE=full EVENTFLOW_FAULT_REPORT=data/faults.jsonl \
 	  $(UV) run pytest tests/faults -v
@@ -67,4 +67,14 @@ chromium:
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else \
 	    echo "chromium is missing: install it so that /usr/bin/chromium exists"; exit 1; \
+	  fi; }
+
+# The SQL sink tests start a private PostgreSQL server (tests/support/postgres.py).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL is missing: install its server so that /usr/lib/postgresql/*/bin/postgres exists"; exit 1; \
 	  fi; }

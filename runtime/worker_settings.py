@@ -42,7 +42,10 @@ class WorkerSettings:
         # Shown redacted: it may carry a password.
         show=redact_url,
         repr=False,
-        help="file:DIR, redis://[:password@]host:port/db or rediss://...",
+        help=(
+            "file:DIR, redis://[:password@]host:port/db, rediss://..., "
+            "postgresql://user[:password]@host:port/db[?schema=NAME] or sqlite:PATH"
+        ),
     )
     pipeline: str = option(
         DEFAULT_PIPELINE,

@@ -5,6 +5,8 @@
 - ``file:DIR`` (or ``file:///abs/dir``): JSON Lines files, see ``FileSink``.
 - ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS): Redis
   streams, see ``RedisStreamSink``.
+- ``postgresql://user[:password]@host:port/db[?schema=NAME]`` (or
+  ``postgres://``) and ``sqlite:PATH``: SQL tables, see ``SqlSink``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 from sinks.base import Sink, SinkRecord
 from sinks.files import FileSink
 from sinks.redis_streams import RedisStreamSink, redact_url, stream_key
+from sinks.sql import POSTGRES_SCHEMES, SQLITE_SCHEME, SqlSink
 
 __all__ = [
     "FileSink",
     "RedisStreamSink",
     "Sink",
     "SinkRecord",
+    "SqlSink",
     "open_sink",
     "redact_url",
     "stream_key",
@@ -32,8 +36,10 @@ def open_sink(url: str) -> Sink:
 
     Args:
         url: ``file:DIR`` (``file:./data/out``, ``file:///var/lib/out``),
-            ``redis://host:port/db`` or ``rediss://host:port/db``; a password
-            goes in the URL (``redis://:pw@host:6379/0``).
+            ``redis://host:port/db``, ``rediss://host:port/db``,
+            ``postgresql://user@host:port/db?schema=NAME`` (or
+            ``postgres://``) or ``sqlite:PATH``; a password goes in the URL
+            (``redis://:pw@host:6379/0``, ``postgresql://u:pw@host/db``).
 
     Returns:
         A new, open sink; close it (or use ``async with``) when done.
@@ -61,7 +67,11 @@ def open_sink(url: str) -> Sink:
         return FileSink(path)
     if url.startswith(_REDIS_SCHEMES):
         return RedisStreamSink(url)
+    if url.startswith((*POSTGRES_SCHEMES, SQLITE_SCHEME)):
+        return SqlSink(url)
     raise ValueError(
         f"unsupported sink URL {redact_url(url)!r}: expected file:DIR "
-        "(e.g. file:./data/out), redis://host:port/db or rediss://host:port/db"
+        "(e.g. file:./data/out), redis://host:port/db, rediss://host:port/db, "
+        "postgresql://user@host:port/db (or postgres://) or sqlite:PATH "
+        "(e.g. sqlite:./data/eventflow.db)"
     )

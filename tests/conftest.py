@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.support.temporal",
     "tests.support.processes",
     "tests.support.redis",
+    "tests.support.postgres",
     "tests.support.ingress",
     "tests.support.pubsub",
     "tests.support.codec",

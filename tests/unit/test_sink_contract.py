@@ -14,13 +14,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 import redis
 import structlog
+from sqlalchemy import text
 
-from sinks import FileSink, RedisStreamSink, Sink, SinkRecord, open_sink, redact_url
+from sinks import (
+    FileSink,
+    RedisStreamSink,
+    Sink,
+    SinkRecord,
+    SqlSink,
+    open_sink,
+    redact_url,
+)
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
 from tests.support.processes import ROOT
+from tests.support.sql import read_tables
 from wire.records import (
     RECORD_KINDS,
     DeadLetter,
@@ -35,6 +46,7 @@ from wire.records import (
 if TYPE_CHECKING:
     # Imported only for hints: importing the plugin module before pytest loads
     # it would keep pytest from rewriting its asserts.
+    from tests.support.postgres import PostgresServer
     from tests.support.redis import RedisServer
 
 
@@ -164,6 +176,19 @@ class SinkContract:
         assert await sink.write(batch) == 0
 
         assert await read_back() == by_kind(mixed_records(9))
+
+    async def test_observers_see_each_record_stored_once(self, sink: Sink) -> None:
+        seen: list[tuple[str, str]] = []
+        sink.observe(
+            lambda records: seen.extend((r.kind, r.record_id) for r in records)
+        )
+        first = sink_records(mixed_records(6))
+        await sink.write(first)
+        await sink.write(first + sink_records(mixed_records(3, start=6)))
+
+        assert sorted(seen) == sorted(
+            (r.kind, r.record_id) for r in sink_records(mixed_records(9))
+        )
 
     async def test_retry_with_some_new_records_writes_only_those(
         self, sink: Sink, read_back: ReadBack
@@ -535,6 +560,11 @@ def read_streams(url: str, prefix: str = "eventflow") -> dict[str, list[Record]]
         ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
         ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
         ("redis://host:6379/0", "redis://host:6379/0"),
+        ("postgresql://u:pw@host:5432/db", "postgresql://u:***@host:5432/db"),
+        ("postgres://u:pw@host/db?schema=s", "postgres://u:***@host/db?schema=s"),
+        ("postgresql://u@host/db?password=pw", "postgresql://u@host/db?password=***"),
+        ("postgresql://u@host:5432/db", "postgresql://u@host:5432/db"),
+        ("sqlite:./data/eventflow.db", "sqlite:./data/eventflow.db"),
     ],
 )
 def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
@@ -561,7 +591,32 @@ class TestOpenSink:
             assert isinstance(sink, RedisStreamSink)
 
     @pytest.mark.parametrize(
-        "url", ["", "file:", "./out", "kafka://broker:9092", "file://otherhost/out"]
+        "url",
+        ["sqlite:./data/eventflow.db", "postgresql://u@h/db", "postgres://u@h/db"],
+    )
+    async def test_sql_urls_open_an_sql_sink(self, url: str) -> None:
+        # The engine connects lazily, so no server is needed here.
+        async with open_sink(url) as sink:
+            assert isinstance(sink, SqlSink)
+
+    def test_the_refusal_lists_every_supported_scheme(self) -> None:
+        with pytest.raises(ValueError, match="unsupported sink URL") as error:
+            open_sink("kafka://broker:9092")
+        for scheme in ("file:", "redis://", "rediss://", "postgresql://"):
+            assert scheme in str(error.value)
+        assert "postgres://" in str(error.value)
+        assert "sqlite:" in str(error.value)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "",
+            "file:",
+            "./out",
+            "kafka://broker:9092",
+            "file://otherhost/out",
+            "sqlite:",
+        ],
     )
     def test_anything_else_is_refused(self, url: str) -> None:
         with pytest.raises(ValueError, match="sink URL"):
@@ -571,3 +626,240 @@ class TestOpenSink:
         with pytest.raises(ValueError, match="unsupported sink URL") as error:
             open_sink("http://:hunter2@host/")
         assert "hunter2" not in str(error.value)
+
+
+class SqlSinkContract(SinkContract):
+    """The contract over an SQL database; subclasses give its URL."""
+
+    @pytest.fixture
+    def url(self) -> str:
+        raise NotImplementedError("an SQL sink test class must provide url")
+
+    @pytest.fixture
+    def make_sink(self, url: str) -> Callable[[], Sink]:
+        return lambda: SqlSink(url)
+
+    @pytest.fixture
+    def read_back(self, url: str) -> ReadBack:
+        return lambda: read_tables(url)
+
+    async def test_jobs_current_holds_the_latest_version_of_each_job(
+        self, sink: SqlSink
+    ) -> None:
+        def version(n: int, v: int) -> JobResult:
+            return msgspec.structs.replace(
+                job_result(n),
+                result_id=f"t1/job-{n}/{v}",
+                version=v,
+                status="complete" if v == 1 else "amended",
+                events=v,
+            )
+
+        await sink.write(sink_records([version(1, 1), version(2, 1), version(1, 3)]))
+        await sink.write(sink_records([version(1, 2)]))
+
+        async with sink.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    f"SELECT result_id, events FROM {qualified(sink, 'jobs_current')} "
+                    "ORDER BY result_id"
+                )
+            )
+            assert [tuple(row) for row in rows] == [
+                ("t1/job-1/3", 3),
+                ("t1/job-2/1", 1),
+            ]
+
+    async def test_written_at_is_set_by_the_sink(self, sink: SqlSink) -> None:
+        await sink.write(sink_records([job_result(1), dead_letter(2)]))
+
+        async with sink.engine.connect() as conn:
+            for table in ("job_results", "dead_letters"):
+                [written_at] = (
+                    await conn.execute(
+                        text(f"SELECT written_at FROM {qualified(sink, table)}")
+                    )
+                ).scalars()
+                assert written_at is not None
+
+    def test_processes_writing_one_database_write_each_id_once(
+        self, url: str, tmp_path: Path
+    ) -> None:
+        """Three OS processes write overlapping ids at once, then retry them all."""
+        outputs = run_writers(_SQL_WRITER, url, tmp_path / "go")
+
+        held = asyncio.run(read_tables(url))
+        assert_each_id_once(held)
+        ids = [record_id(r) for records in held.values() for r in records]
+        assert sorted(ids) == sorted(
+            f"dl-{n}" if n % 2 else f"t1/job-{n}/1" for n in range(200)
+        )
+        assert sum(int(output.splitlines()[-1]) for output in outputs) == 200
+
+
+def qualified(sink: SqlSink, name: str) -> str:
+    return f'"{sink.schema}"."{name}"' if sink.schema else f'"{name}"'
+
+
+def run_writers(script: str, target: str, go: Path) -> list[str]:
+    """Three processes run ``script`` over ids [0,120), [40,160), [80,200)."""
+    ranges = [(0, 120), (40, 160), (80, 200)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, target, str(go), str(first), str(last)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for first, last in ranges
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None
+            assert writer.stdout.readline().strip() == "ready"
+        go.touch()
+        outputs = [writer.communicate(timeout=60)[0] for writer in writers]
+    finally:
+        for writer in writers:
+            writer.kill()
+    assert [writer.returncode for writer in writers] == [0, 0, 0]
+    return outputs
+
+
+_SQL_WRITER = _WRITER.replace(
+    "from sinks import FileSink,", "from sinks import SqlSink,"
+).replace("sink = FileSink(directory)", "sink = SqlSink(directory)")
+
+
+class TestSqliteSink(SqlSinkContract):
+    @pytest.fixture
+    def url(self, tmp_path: Path) -> str:
+        return f"sqlite:{tmp_path}/data/eventflow.db"
+
+    async def test_columns_and_types(self, sink: SqlSink, tmp_path: Path) -> None:
+        await sink.write(sink_records([job_result(1)]))
+
+        async with sink.engine.connect() as conn:
+            columns = {
+                row[1]: row[2]
+                for row in await conn.execute(text("PRAGMA table_info(job_results)"))
+            }
+            journal = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+        assert columns == {
+            "result_id": "TEXT",
+            "tenant_id": "TEXT",
+            "job_id": "TEXT",
+            "version": "INTEGER",
+            "status": "TEXT",
+            "events": "INTEGER",
+            "required": "JSON",
+            "missing": "JSON",
+            "analyses": "JSON",
+            "opened_at": "TEXT",
+            "completed_at": "TEXT",
+            "written_at": "TEXT",
+            "schema_version": "INTEGER",
+        }
+        assert journal == "wal"
+
+    async def test_times_are_stored_as_the_rfc3339_text(self, sink: SqlSink) -> None:
+        await sink.write(sink_records([job_result(1)]))
+
+        async with sink.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT completed_at, missing FROM job_results")
+                )
+            ).one()
+        assert tuple(row) == ("2025-01-01T00:01:00Z", "{}")
+
+
+class TestPostgresSink(SqlSinkContract):
+    @pytest.fixture
+    def url(self, postgres_url: str) -> str:
+        return postgres_url
+
+    async def test_columns_and_types(self, sink: SqlSink) -> None:
+        await sink.write(sink_records([job_result(1)]))
+
+        async with sink.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT table_name, column_name, data_type "
+                    "FROM information_schema.columns WHERE table_schema = 'eventflow'"
+                )
+            )
+            columns: dict[str, dict[str, str]] = {}
+            for table, column, data_type in rows:
+                columns.setdefault(table, {})[column] = data_type
+        assert columns["job_results"] == {
+            "result_id": "text",
+            "tenant_id": "text",
+            "job_id": "text",
+            "version": "integer",
+            "status": "text",
+            "events": "integer",
+            "required": "jsonb",
+            "missing": "jsonb",
+            "analyses": "jsonb",
+            "opened_at": "timestamp with time zone",
+            "completed_at": "timestamp with time zone",
+            "written_at": "timestamp with time zone",
+            "schema_version": "integer",
+        }
+        assert columns["dead_letters"]["at"] == "timestamp with time zone"
+        assert columns["dead_letters"]["raw_truncated"] == "boolean"
+        assert columns["tenant_summaries"]["analyses"] == "jsonb"
+        assert set(columns["jobs_current"]) == set(columns["job_results"])
+
+    async def test_the_schema_parameter_names_the_schema(
+        self, postgres_url: str
+    ) -> None:
+        async with SqlSink(f"{postgres_url}?schema=results_2") as sink:
+            assert await sink.write(sink_records([job_result(1)])) == 1
+            async with sink.engine.connect() as conn:
+                schemas = {
+                    row[0]
+                    for row in await conn.execute(
+                        text(
+                            "SELECT table_schema FROM information_schema.tables "
+                            "WHERE table_name = 'job_results'"
+                        )
+                    )
+                }
+        assert schemas == {"results_2"}
+        assert (await read_tables(f"{postgres_url}?schema=results_2"))[
+            "job.result"
+        ] == [job_result(1)]
+
+    async def test_two_sinks_starting_at_once_both_create_and_write(
+        self, postgres_url: str
+    ) -> None:
+        sinks = [SqlSink(postgres_url) for _ in range(4)]
+        try:
+            written = await asyncio.gather(
+                *(s.write(sink_records(mixed_records(6))) for s in sinks)
+            )
+        finally:
+            for s in sinks:
+                await s.close()
+        assert sum(written) == 6
+
+    async def test_a_password_never_reaches_repr_logs_or_errors(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        password = "s3cret-Pa55word"
+        postgres_server.psql(f"CREATE ROLE writer LOGIN PASSWORD '{password}'")
+        url = postgres_server.url("no_such_database").replace(
+            "postgres@", f"writer:{password}@"
+        )
+        with structlog.testing.capture_logs() as logs:
+            sink = SqlSink(url)
+            assert password not in repr(sink)
+            with pytest.raises(Exception) as error:  # noqa: PT011 - any driver error
+                await sink.write(sink_records([job_result(1)]))
+            await sink.close()
+        assert password not in str(error.value)
+        assert password not in repr(error.value)
+        assert password not in repr(logs)
+        assert "writer:***@" in repr(sink)
