@@ -59,7 +59,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sinks.base import Sink, SinkRecord
-from sinks.redis_streams import redact_url
+from sinks.urls import redact_url
 from wire.records import (
     RECORD_KINDS,
     DeadLetter,

@@ -565,10 +565,31 @@ def read_streams(url: str, prefix: str = "eventflow") -> dict[str, list[Record]]
         ("postgresql://u@host/db?password=pw", "postgresql://u@host/db?password=***"),
         ("postgresql://u@host:5432/db", "postgresql://u@host:5432/db"),
         ("sqlite:./data/eventflow.db", "sqlite:./data/eventflow.db"),
+        (
+            "postgresql:///db?host=/run&password=pw",
+            "postgresql:///db?host=/run&password=***",
+        ),
+        ("postgresql://u@h/db?sslpassword=pw", "postgresql://u@h/db?sslpassword=***"),
     ],
 )
 def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pa/pw@host/db",
+        "postgresql://u:12/34pw@host:5432/db",
+        "redis://:pa?pw@host:6379/0",
+        "postgres://u:pa#pw@host/db",
+    ],
+)
+def test_redact_url_hides_a_password_with_an_unencoded_delimiter(url: str) -> None:
+    """A ``/``, ``?`` or ``#`` in the password ends the authority early; all up
+    to the last ``@`` is hidden then."""
+    assert "pw" not in redact_url(url)
+    assert redact_url(url).endswith(url.rpartition("@")[2])
 
 
 class TestOpenSink:
