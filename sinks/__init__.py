@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from sinks.base import Sink, SinkRecord
 from sinks.files import FileSink
-from sinks.redis_streams import RedisStreamSink, redact_url, stream_key
+from sinks.redis_streams import RedisStreamSink, stream_key
 from sinks.sql import POSTGRES_SCHEMES, SQLITE_SCHEME, SqlSink
+from sinks.urls import redact_url
 
 __all__ = [
     "FileSink",

@@ -8,14 +8,13 @@ reads them back with a consumer group.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import structlog
 
 from sinks.base import Sink, SinkRecord
+from sinks.urls import redact_url
 from wire.records import RECORD_KINDS
 
 log = structlog.get_logger(__name__)
@@ -67,53 +66,6 @@ def stream_key(prefix: str, kind: str) -> str:
 def id_key(prefix: str, kind: str, record_id: str) -> str:
     """The key whose presence says ``record_id`` was written (it expires)."""
     return f"{prefix}:id:{kind}:{record_id}"
-
-
-# Query parameters that carry secrets: redis-py takes any connection argument
-# from the query, so ``?password=`` (and ``?ssl_password=``) work like the
-# password in the authority.
-_SECRET_PARAMETER = re.compile(r"pass|secret|token", re.IGNORECASE)
-
-
-def _redact_query(query: str) -> str:
-    # Segment by segment, so that everything else stays byte for byte.
-    segments = []
-    for segment in query.split("&"):
-        name, sep, _value = segment.partition("=")
-        if sep and _SECRET_PARAMETER.search(unquote_plus(name)):
-            segment = f"{name}=***"
-        segments.append(segment)
-    return "&".join(segments)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to log.
-
-    Args:
-        url: Any URL, such as ``redis://:secret@host:6379/0`` or
-            ``redis://host:6379/0?password=secret``.
-
-    Returns:
-        The same URL without the password (in the authority or in a query
-        parameter such as ``password`` or ``ssl_password``); unparsable input
-        comes back as ``"<unparsable url>"`` rather than risking a leak.
-    """
-    try:
-        parts = urlsplit(url)
-        query = _redact_query(parts.query)
-        if parts.password is None:
-            if query == parts.query:
-                return url
-            return urlunsplit(parts._replace(query=query))
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=query))
-    except ValueError:
-        return "<unparsable url>"
 
 
 class RedisStreamSink(Sink):

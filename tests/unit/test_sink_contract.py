@@ -19,6 +19,7 @@ import pytest
 import redis
 import structlog
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from sinks import (
     FileSink,
@@ -565,10 +566,31 @@ def read_streams(url: str, prefix: str = "eventflow") -> dict[str, list[Record]]
         ("postgresql://u@host/db?password=pw", "postgresql://u@host/db?password=***"),
         ("postgresql://u@host:5432/db", "postgresql://u@host:5432/db"),
         ("sqlite:./data/eventflow.db", "sqlite:./data/eventflow.db"),
+        (
+            "postgresql:///db?host=/run&password=pw",
+            "postgresql:///db?host=/run&password=***",
+        ),
+        ("postgresql://u@h/db?sslpassword=pw", "postgresql://u@h/db?sslpassword=***"),
     ],
 )
 def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pa/pw@host/db",
+        "postgresql://u:12/34pw@host:5432/db",
+        "redis://:pa?pw@host:6379/0",
+        "postgres://u:pa#pw@host/db",
+    ],
+)
+def test_redact_url_hides_a_password_with_an_unencoded_delimiter(url: str) -> None:
+    """A ``/``, ``?`` or ``#`` in the password ends the authority early; all up
+    to the last ``@`` is hidden then."""
+    assert "pw" not in redact_url(url)
+    assert redact_url(url).endswith(url.rpartition("@")[2])
 
 
 class TestOpenSink:
@@ -670,6 +692,49 @@ class SqlSinkContract(SinkContract):
                 ("t1/job-2/1", 1),
             ]
 
+    async def test_json_columns_take_any_json_and_none_is_sql_null(
+        self, sink: SqlSink, read_back: ReadBack
+    ) -> None:
+        """A pipeline may return a scalar; a job without job.opened has no
+        ``required``, which SQL finds with ``IS NULL``."""
+        record = msgspec.structs.replace(job_result(1), analyses=5, required=None)
+
+        assert await sink.write([SinkRecord.of(record)]) == 1
+
+        async with sink.engine.connect() as conn:
+            nulls = await conn.execute(
+                text(
+                    f"SELECT count(*) FROM {qualified(sink, 'job_results')} "
+                    "WHERE required IS NULL"
+                )
+            )
+            assert nulls.scalar() == 1
+        assert (await read_back())["job.result"] == [record]
+
+    async def test_a_body_that_is_no_record_of_its_kind_is_refused(
+        self, sink: SqlSink
+    ) -> None:
+        body = SinkRecord.of(dead_letter(1)).body
+
+        with pytest.raises(
+            ValueError, match=r"record job\.result/x: .* not a valid job\.result"
+        ):
+            await sink.write([SinkRecord("job.result", "x", body)])
+
+    async def test_driver_errors_do_not_quote_the_rows(self, sink: SqlSink) -> None:
+        """Rows carry payloads, which must stay out of errors and logs."""
+        await sink.write(sink_records([job_result(1)]))
+        cascade = " CASCADE" if sink.dialect == "postgresql" else ""
+        async with sink.engine.begin() as conn:
+            await conn.execute(
+                text(f"DROP TABLE {qualified(sink, 'job_results')}{cascade}")
+            )
+
+        with pytest.raises(DBAPIError) as error:
+            await sink.write(sink_records([job_result(2)]))
+
+        assert "page 2" not in str(error.value)
+
     async def test_written_at_is_set_by_the_sink(self, sink: SqlSink) -> None:
         await sink.write(sink_records([job_result(1), dead_letter(2)]))
 
@@ -752,9 +817,9 @@ class TestSqliteSink(SqlSinkContract):
             "version": "INTEGER",
             "status": "TEXT",
             "events": "INTEGER",
-            "required": "JSON",
-            "missing": "JSON",
-            "analyses": "JSON",
+            "required": "TEXT",
+            "missing": "TEXT",
+            "analyses": "TEXT",
             "opened_at": "TEXT",
             "completed_at": "TEXT",
             "written_at": "TEXT",
@@ -772,6 +837,19 @@ class TestSqliteSink(SqlSinkContract):
                 )
             ).one()
         assert tuple(row) == ("2025-01-01T00:01:00Z", "{}")
+
+    async def test_json_is_stored_as_text(self, sink: SqlSink) -> None:
+        """Even a scalar: a column declared JSON would turn ``5`` into 5."""
+        record = msgspec.structs.replace(job_result(1), analyses=5)
+        await sink.write([SinkRecord.of(record)])
+
+        async with sink.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT analyses, typeof(analyses) FROM job_results")
+                )
+            ).one()
+        assert tuple(row) == ("5", "text")
 
 
 class TestPostgresSink(SqlSinkContract):
