@@ -444,12 +444,7 @@ class SqlSink(Sink):
                 key = next(iter(table.primary_key.columns))
                 statement = insert(table).on_conflict_do_nothing().returning(key)
                 result = await conn.execute(statement, list(rows[kind].values()))
-                # The row's key comes from the record's body: map it back.
-                by_key = {
-                    row[key.name]: given[kind][record_id]
-                    for record_id, row in rows[kind].items()
-                }
-                fresh += [by_key[row[0]] for row in result.all()]
+                fresh += [given[kind][row[0]] for row in result.all()]
         # Reported once the transaction has committed: they are durable now.
         self._written(fresh)
         return len(fresh)
