@@ -33,6 +33,10 @@ with workflow.unsafe.imports_passed_through():
 # After a delivery fails for good, its jobs wait this long before another try,
 # so a poisoned batch cannot spin the shard.
 FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
+# Runs started since this patch keep each workflow task's bytes under
+# ``rules.TASK_BYTES`` (see ``rules.TaskBudget``); earlier histories replay
+# without the budget.
+TASK_BUDGET_PATCH = "proxy-task-byte-budget"
 
 
 @workflow.defn(name=names.PROXY)
@@ -73,6 +77,9 @@ class ProxyWorkflow:
         self._retired = False
         self._closed = False
         self._continuing = False
+        # Bytes taken in and sent out by the current workflow task.
+        self._budget = rules.TaskBudget()
+        self._budgeted = False
         # Replay-safe metrics (the SDK emits nothing while replaying), so each
         # event is counted once, here, where it is acknowledged.
         meter = workflow.metric_meter().with_additional_attributes(
@@ -95,6 +102,7 @@ class ProxyWorkflow:
 
     @workflow.update(name=names.PROXY_INGEST)
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
+        self._task_budget().ingested += rules.batch_bytes(batch)
         ack = rules.ingest(self._state, batch, self._settings, now=workflow.now())
         for outcome, count in (
             ("accepted", ack.accepted),
@@ -105,6 +113,9 @@ class ProxyWorkflow:
                 self._events_total.add(count, {"outcome": outcome})
         self._show_held()
         return ack
+
+    def _task_budget(self) -> rules.TaskBudget:
+        return self._budget.at(workflow.info().get_current_history_length())
 
     def _show_held(self) -> None:
         state = self._state
@@ -133,6 +144,13 @@ class ProxyWorkflow:
             raise ApplicationError(
                 f"shard {self._settings.shard} has {self._state.pending} events "
                 "waiting for delivery; retry later",
+                type=names.BACKPRESSURE,
+            )
+        budget = self._task_budget()
+        if not budget.admits(rules.batch_bytes(batch)):
+            raise ApplicationError(
+                f"shard {self._settings.shard} has taken {budget.spent} bytes in "
+                "this workflow task already; retry shortly",
                 type=names.BACKPRESSURE,
             )
 
@@ -180,6 +198,7 @@ class ProxyWorkflow:
 
     @workflow.run
     async def run(self, input: ProxyInput) -> None:
+        self._budgeted = workflow.patched(TASK_BUDGET_PATCH)
         # Tunables come from the workers' configuration, read afresh each run,
         # so a changed setting applies from the next continue-as-new on.
         self._settings = await workflow.execute_local_activity(
@@ -277,9 +296,17 @@ class ProxyWorkflow:
     def _can_deliver(self) -> bool:
         if self._running >= self._settings.max_deliveries:
             return False
+        if self._delivery_room() is None:
+            return False
         if self._state.rejections:
             return True
         return rules.any_due(self._state, self._busy, self._due())
+
+    def _delivery_room(self) -> int | None:
+        """The bytes the next delivery may carry in this workflow task."""
+        if not self._budgeted:
+            return self._settings.delivery_bytes
+        return self._task_budget().delivery_room()
 
     def _hold_left(self) -> timedelta | None:
         """Time until the next held job comes due; None when nothing waits on
@@ -315,15 +342,24 @@ class ProxyWorkflow:
 
     def _start_delivery(self) -> None:
         settings, state = self._settings, self._state
-        deliveries = rules.take(
-            state,
-            settings.delivery_batch,
-            self._busy,
+        event_bytes, rejection_bytes = (
             settings.delivery_bytes,
-            due=self._due(),
+            settings.delivery_bytes // 2,
+        )
+        if self._budgeted:
+            # Two thirds of the task's room for events, a third for rejections.
+            room = self._delivery_room() or 0
+            event_bytes = min(event_bytes, room * 2 // 3)
+            rejection_bytes = min(rejection_bytes, room // 3)
+        deliveries = rules.take(
+            state, settings.delivery_batch, self._busy, event_bytes, due=self._due()
         )
         # Rejections share a delivery with events, so they get half its bytes.
-        rejections = rules.take_rejections(state, settings.delivery_bytes // 2)
+        rejections = rules.take_rejections(state, rejection_bytes)
+        if self._budgeted:
+            self._task_budget().delivered += rules.deliveries_bytes(
+                deliveries, rejections
+            )
         keys = [rules.job_key(d.tenant_id, d.job_id) for d in deliveries]
         # Marked before the task first runs, so the next check sees them.
         self._busy.update(keys)

@@ -24,7 +24,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
 from actors.contracts import ProxyInput
-from actors.rules.proxy import IngestAck, IngestBatch, ProxySettings, recent_key
+from actors.rules.proxy import (
+    MAX_BATCH_BYTES,
+    IngestAck,
+    IngestBatch,
+    ProxySettings,
+    recent_key,
+)
 from wire import Event, Limits, Rejection, parse_event
 from wire.batching import MicroBatcher, QueueFull
 from wire.validate import RAW_KEEP_BYTES
@@ -79,7 +85,7 @@ class EventSender:
         shards: int,
         limits: Limits = Limits(),
         batch_size: int = 500,
-        max_batch_bytes: int = 1 << 20,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         in_flight: int = 4,
         max_delay_s: float = 0.2,
         on_ack: Callable[[int, IngestAck], None] | None = None,

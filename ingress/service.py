@@ -17,7 +17,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
-from actors.rules.proxy import DEFAULT_MAX_PENDING, IngestAck, IngestBatch
+from actors.rules.proxy import (
+    DEFAULT_MAX_PENDING,
+    MAX_BATCH_BYTES,
+    IngestAck,
+    IngestBatch,
+)
 from ingress.envelope import shard_for
 from ingress.sender import is_backpressure, send_batch_within
 from wire import Event, Limits, Rejection
@@ -48,8 +53,9 @@ class IngressSettings:
         batch_window_s: how long a shard's batch waits for company after its
             first item.
         batch_max_events: a batch is sent at once when it holds this many.
-        batch_max_bytes: ...or this many bytes (Temporal caps a payload at
-            2 MiB; the codec compresses, the cap leaves room).
+        batch_max_bytes: ...or this many bytes (see
+            ``actors.rules.proxy.MAX_BATCH_BYTES``: a proxy's workflow task
+            carries every update it is given back to the server).
         in_flight: updates in flight per shard. One by default: items that
             arrive meanwhile gather into the next, larger batch (fewer
             updates cost the server less; measured here, more in flight did
@@ -70,7 +76,7 @@ class IngressSettings:
     token: str | None = None
     batch_window_s: float = 0.005
     batch_max_events: int = 500
-    batch_max_bytes: int = 1 << 20
+    batch_max_bytes: int = MAX_BATCH_BYTES
     in_flight: int = 1
     max_queued: int = 20_000
     ack_timeout_s: float = 8.0

@@ -7,6 +7,7 @@ background, many jobs per delivery.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
@@ -279,6 +280,95 @@ def take_rejections(state: ProxyState, max_bytes: int) -> list[Rejection]:
         size += cost
     taken, state.rejections = state.rejections[:n], state.rejections[n:]
     return taken
+
+
+# What one workflow task of the proxy may carry to the server: the inputs of
+# the ingest updates it was given (the worker echoes each one back, accepted or
+# refused) and of the deliveries it starts. Temporal refuses a task completion
+# over 4 MiB and terminates the workflow when it does, losing what it held.
+# So each task accepts batches and starts deliveries within TASK_BYTES, and a
+# batch holds at most MAX_BATCH_BYTES: Temporal gives a workflow at most 10
+# updates at once, so one task's batches, refused ones included, come to at
+# most 10 of them. (Sizes are counted as JSON; what travels is compressed.)
+TASK_BYTES = 3 << 19
+MAX_BATCH_BYTES = 200 << 10
+# Ingest batches take at most this much of a task (its first batch is always
+# accepted, however large), so that deliveries keep room.
+TASK_INGEST_BYTES = 1 << 20
+# A task starts no further delivery with less room than this left.
+MIN_DELIVERY_ROOM = 128 << 10
+# What an event or a rejection costs beyond its payload, raw input and ids:
+# the encoding's framing and its other fields.
+ITEM_OVERHEAD_BYTES = 64
+
+
+def event_bytes(event: Event) -> int:
+    """About what one event costs in a payload (payload, ids, framing)."""
+    payload = getattr(event, "payload", b"")
+    return (
+        len(payload)
+        + len(event.event_id)
+        + len(event.tenant_id)
+        + len(event.job_id)
+        + ITEM_OVERHEAD_BYTES
+    )
+
+
+def rejection_bytes(rejection: Rejection) -> int:
+    return len(rejection.raw) + len(rejection.reason) + ITEM_OVERHEAD_BYTES
+
+
+def batch_bytes(batch: IngestBatch) -> int:
+    return sum(map(event_bytes, batch.events)) + sum(
+        map(rejection_bytes, batch.rejections)
+    )
+
+
+def deliveries_bytes(deliveries: list[JobDelivery], rejections: list[Rejection]) -> int:
+    return sum(
+        event_bytes(event) for delivery in deliveries for event in delivery.events
+    ) + sum(map(rejection_bytes, rejections))
+
+
+@dataclass
+class TaskBudget:
+    """The bytes one workflow task of the proxy has taken in and sent out.
+
+    Kept per task (``task`` is the history length at the task's start, which
+    replays identically); a new task starts from nothing. Workflow state only
+    for the task at hand: it is never carried across continue-as-new.
+    """
+
+    task: int = -1
+    ingested: int = 0
+    delivered: int = 0
+
+    def at(self, task: int) -> TaskBudget:
+        if task != self.task:
+            self.task, self.ingested, self.delivered = task, 0, 0
+        return self
+
+    @property
+    def spent(self) -> int:
+        return self.ingested + self.delivered
+
+    def admits(self, size: int) -> bool:
+        """Whether the task may accept a batch of ``size`` bytes more."""
+        if self.spent == 0:
+            return True
+        return (
+            self.ingested + size <= TASK_INGEST_BYTES
+            and self.spent + size <= TASK_BYTES
+        )
+
+    def delivery_room(self) -> int | None:
+        """The bytes another delivery may carry in this task; None: start no
+        more deliveries in it (one already started here wakes the proxy
+        again when it finishes, in a later task)."""
+        room = TASK_BYTES - self.spent
+        if self.delivered == 0:
+            return max(room, MIN_DELIVERY_ROOM)
+        return room if room >= MIN_DELIVERY_ROOM else None
 
 
 def requeue(

@@ -59,7 +59,7 @@ import msgspec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 
 from actors.rules.job import refusal_id
@@ -564,13 +564,19 @@ async def failed_workflow_tasks(
         if execution.id.startswith("job/") and execution.id[4:] not in job_keys:
             strangers.append(execution.id)
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        recent: list[str] = []
         async for event in handle.fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 attributes = event.workflow_task_failed_event_attributes
+                cause = WorkflowTaskFailedCause.Name(attributes.cause)
                 failures.append(
-                    f"{execution.id}: {attributes.cause} "
-                    f"{attributes.failure.message[:200]}"
+                    f"{execution.id}#{event.event_id}: {cause} "
+                    f"{attributes.failure.message[:200]} after {recent}"
                 )
+            recent = [
+                *recent[-5:],
+                f"{EventType.Name(event.event_type)[11:]}:{event.ByteSize()}",
+            ]
     return failures, strangers
 
 

@@ -493,3 +493,57 @@ def test_events_put_back_after_a_failed_delivery_are_due_at_once() -> None:
     assert state.queued_at == {}
     assert any_due(state, set(), due=T0)
     assert ids(take(state, 100, set(), due=T0)[0].events) == ["j:0", "j:1"]
+
+
+# --- One workflow task's bytes -------------------------------------------------
+
+
+def test_a_task_accepts_its_first_batch_however_large_then_keeps_to_its_share() -> None:
+    budget = proxy_rules.TaskBudget().at(3)
+    huge = proxy_rules.TASK_BYTES * 2
+    assert budget.admits(huge)
+    budget.ingested += 10
+    assert budget.admits(proxy_rules.TASK_INGEST_BYTES - 10)
+    assert not budget.admits(proxy_rules.TASK_INGEST_BYTES - 9)
+
+
+def test_a_task_starts_deliveries_within_its_room_and_a_new_task_starts_afresh() -> (
+    None
+):
+    budget = proxy_rules.TaskBudget().at(3)
+    budget.ingested = proxy_rules.TASK_BYTES  # batches took everything
+    # The first delivery of a task always goes, with at least the floor.
+    assert budget.delivery_room() == proxy_rules.MIN_DELIVERY_ROOM
+    budget.delivered += proxy_rules.MIN_DELIVERY_ROOM
+    assert budget.delivery_room() is None
+    assert not budget.admits(1)
+    # The next task (a longer history) has its whole budget again.
+    budget.at(9)
+    assert (budget.ingested, budget.delivered) == (0, 0)
+    assert budget.delivery_room() == proxy_rules.TASK_BYTES
+    budget.delivered = proxy_rules.TASK_BYTES - proxy_rules.MIN_DELIVERY_ROOM
+    assert budget.delivery_room() == proxy_rules.MIN_DELIVERY_ROOM
+    # The same task asked again keeps what it spent.
+    assert (
+        budget.at(9).delivered == proxy_rules.TASK_BYTES - proxy_rules.MIN_DELIVERY_ROOM
+    )
+
+
+@given(
+    payloads=st.lists(st.integers(min_value=0, max_value=4096), max_size=20),
+    raws=st.lists(st.integers(min_value=0, max_value=4096), max_size=5),
+)
+def test_a_batch_costs_at_least_its_payloads_and_raw_inputs(
+    payloads: list[int], raws: list[int]
+) -> None:
+    events: list[Event] = [
+        result("j", n, parts=len(payloads), payload=b"x" * size)
+        for n, size in enumerate(payloads)
+    ]
+    rejections = [reject(b"y" * size, "bad") for size in raws]
+    batch = IngestBatch(events=events, rejections=rejections)
+    cost = proxy_rules.batch_bytes(batch)
+    assert cost >= sum(payloads) + sum(raws)
+    assert cost == proxy_rules.deliveries_bytes(
+        [JobDelivery(tenant_id="tenant-a", job_id="j", events=events)], rejections
+    )

@@ -170,7 +170,7 @@ INGRESS = {
     "--shards": (("EVENTFLOW_SHARDS",), 4),
     "--batch-window-ms": (("EVENTFLOW_INGRESS_BATCH_WINDOW_MS",), 5),
     "--batch-max-events": (("EVENTFLOW_INGRESS_BATCH_MAX_EVENTS",), 500),
-    "--batch-max-bytes": (("EVENTFLOW_INGRESS_BATCH_MAX_BYTES",), 1 << 20),
+    "--batch-max-bytes": (("EVENTFLOW_INGRESS_BATCH_MAX_BYTES",), 200 << 10),
     "--in-flight": (("EVENTFLOW_INGRESS_IN_FLIGHT",), 1),
     "--max-queued": (("EVENTFLOW_INGRESS_MAX_QUEUED",), 20_000),
     "--ack-timeout": (("EVENTFLOW_INGRESS_ACK_TIMEOUT_S",), 8),
