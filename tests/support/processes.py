@@ -119,7 +119,16 @@ class Emitter:
 
     def wait(self, timeout: float = 600) -> dict:
         """The emitter's JSON summary, once it has sent everything."""
-        out, _ = self.process.communicate(timeout=timeout)
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Not left running to load the tests after this one.
+            self.process.kill()
+            self.process.communicate()
+            log = self.log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(
+                f"emit still running after {timeout:g}s:\n{log}"
+            ) from None
         if self.process.returncode != 0:
             log = self.log.read_text(errors="replace")[-4000:]
             raise RuntimeError(f"emit failed ({self.process.returncode}):\n{log}")
