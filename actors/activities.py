@@ -13,6 +13,7 @@ from datetime import datetime
 
 import msgspec
 import structlog
+from opentelemetry.trace import SpanKind
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
@@ -46,6 +47,7 @@ from actors.rules.publish import job_records, rejection_records, too_late_record
 from actors.rules.tenant import RollupBatch
 from actors.settings import WorkerConfig
 from sinks import Sink, SinkRecord
+from wire import traces
 from wire.batching import MicroBatcher
 
 log = structlog.get_logger(__name__)
@@ -81,7 +83,15 @@ class Activities:
 
     async def _write(self, records: list[SinkRecord]) -> None:
         if records:
-            await self._writes.submit(None, records)
+            with traces.span(
+                "eventflow.sink.write",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "eventflow.records": len(records),
+                    "eventflow.kinds": ",".join(sorted({r.kind for r in records})),
+                },
+            ):
+                await self._writes.submit(None, records)
 
     @activity.defn(name=names.PROXY_SETTINGS)
     async def proxy_settings(self, request: SettingsRequest) -> ProxySettings:
@@ -91,7 +101,19 @@ class Activities:
     async def deliver(self, input: DeliverInput) -> DeliverResult:
         """Send each job its events with update-with-start, many at once, and
         write the publications the jobs hand back."""
-        with DELIVERIES_IN_FLIGHT.track_inprogress(), DELIVERY_SECONDS.time():
+        with (
+            DELIVERIES_IN_FLIGHT.track_inprogress(),
+            DELIVERY_SECONDS.time(),
+            traces.span(
+                "eventflow.deliver",
+                attributes={
+                    "eventflow.jobs": len(input.deliveries),
+                    "eventflow.events": sum(len(d.events) for d in input.deliveries),
+                    "eventflow.rejections": len(input.rejections),
+                },
+                links=[t for d in input.deliveries for t in d.traces],
+            ),
+        ):
             return await self._deliver(input)
 
     async def _deliver(self, input: DeliverInput) -> DeliverResult:
@@ -115,6 +137,20 @@ class Activities:
         late: list[JobDelivery] = []
 
         async def one(index: int, delivery: JobDelivery) -> None:
+            # Each job's part of the delivery continues the trace its events
+            # came in (its first batch's), so one request's way is one trace.
+            with traces.continuing(
+                "eventflow.deliver.job",
+                delivery.traces,
+                attributes={
+                    "eventflow.tenant_id": delivery.tenant_id,
+                    "eventflow.job_id": delivery.job_id,
+                    "eventflow.events": len(delivery.events),
+                },
+            ):
+                await deliver_one(index, delivery)
+
+        async def deliver_one(index: int, delivery: JobDelivery) -> None:
             async with semaphore:
                 reply = await self._send(delivery, f"{input.delivery_id}/{index}")
             if reply is None:

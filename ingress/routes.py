@@ -20,18 +20,21 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio.client import Client
 
 from ingress.envelope import Auth, authorize, decode_push, encode_json, split_events
 from ingress.metrics import REQUEST_SECONDS, REQUESTS
 from ingress.service import Ingress, IngressSettings, Outcome, Unavailable
-from wire import Event, Rejection, parse_event
+from wire import Event, Rejection, parse_event, traces
 
 log = structlog.get_logger("ingress")
 access_log = structlog.get_logger("ingress.access")
 
 INGRESS: web.AppKey[Ingress] = web.AppKey("ingress", Ingress)
 ROUTES = ("/pubsub/push", "/events", "/healthz", "/readyz")
+# The routes that take events, and so start (or continue) a trace.
+TRACED_ROUTES = ("/pubsub/push", "/events")
 
 
 def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
@@ -225,6 +228,36 @@ async def _access_log(
         access_log.info("request", **fields)
 
 
+@web.middleware
+async def _traced(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """A server span per request that takes events, continuing the caller's
+    trace when it sends a ``traceparent`` header; the batches its events go
+    in continue or link it (``wire.traces``)."""
+    if request.path not in TRACED_ROUTES:
+        return await handler(request)
+    with traces.TRACER.start_as_current_span(
+        f"{request.method} {request.path}",
+        context=traces.extract(request.headers),
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": request.path,
+            "url.path": request.path,
+        },
+    ) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        for key in ("events", "message_id", "outcome"):
+            if key in request:
+                span.set_attribute(f"eventflow.{key}", str(request[key]))
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
+
+
 def create_app(client: Client, settings: IngressSettings) -> web.Application:
     """The ingress as an aiohttp application.
 
@@ -233,7 +266,7 @@ def create_app(client: Client, settings: IngressSettings) -> web.Application:
     loses nothing that was acknowledged.
     """
     app = web.Application(
-        middlewares=[_access_log], client_max_size=settings.max_body_bytes
+        middlewares=[_traced, _access_log], client_max_size=settings.max_body_bytes
     )
     ingress = Ingress(client, settings)
     app[INGRESS] = ingress

@@ -12,6 +12,7 @@ from typing import cast
 
 import stamina
 import structlog
+from opentelemetry.trace import Span, SpanKind
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -31,7 +32,7 @@ from actors.rules.proxy import (
     ProxySettings,
     recent_key,
 )
-from wire import Event, Limits, Rejection, parse_event
+from wire import Event, Limits, Rejection, parse_event, traces
 from wire.batching import MicroBatcher, QueueFull
 from wire.validate import RAW_KEEP_BYTES
 
@@ -148,15 +149,23 @@ class EventSender:
 
     async def _deliver(self, shard: int, items: list[Event | Rejection]) -> None:
         rejections = [i for i in items if isinstance(i, Rejection)]
-        batch = IngestBatch(
-            # Rejections are rare: most batches need no second pass.
-            events=[i for i in items if not isinstance(i, Rejection)]
+        # Rejections are rare: most batches need no second pass.
+        events = (
+            [i for i in items if not isinstance(i, Rejection)]
             if rejections
-            else cast("list[Event]", items),
-            rejections=rejections,
+            else cast("list[Event]", items)
         )
         try:
-            ack = await send_batch(self._client, shard, self._shards, batch)
+            with traces.span(
+                "eventflow.send",
+                kind=SpanKind.PRODUCER,
+                attributes={"eventflow.shard": shard},
+            ) as span:
+                batch = IngestBatch(
+                    events=events, rejections=rejections, trace=traces.traceparent()
+                )
+                ack = await send_batch(self._client, shard, self._shards, batch)
+                record_ack(span, batch, ack)
             self.summary.add(ack)
             if self._on_ack is not None:
                 self._on_ack(len(items), ack)
@@ -164,6 +173,20 @@ class EventSender:
             self._error = exc
             if not isinstance(exc, Exception):
                 raise
+
+
+def record_ack(span: Span, batch: IngestBatch, ack: IngestAck) -> None:
+    """What a sent batch held and what its proxy made of it, on its span."""
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "eventflow.events": len(batch.events),
+                "eventflow.rejections": len(batch.rejections),
+                "eventflow.accepted": ack.accepted,
+                "eventflow.duplicates": ack.duplicates,
+                "eventflow.refused": ack.rejected,
+            }
+        )
 
 
 def _update_id(batch: IngestBatch) -> str:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import structlog
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -24,12 +25,15 @@ from actors.rules.proxy import (
     IngestBatch,
 )
 from ingress.envelope import shard_for
-from ingress.sender import is_backpressure, send_batch_within
-from wire import Event, Limits, Rejection
+from ingress.sender import is_backpressure, record_ack, send_batch_within
+from wire import Event, Limits, Rejection, traces
 from wire.batching import Closed, MicroBatcher, QueueFull
 from wire.validate import RAW_KEEP_BYTES
 
 log = structlog.get_logger("ingress")
+
+# An item and the traceparent of the request it came in (None: not traced).
+Traced = tuple[Event | Rejection, str | None]
 
 # Pub/Sub's largest message is 10 MB; base64 makes it 13.4 MB in a push
 # envelope. Refusing a real Pub/Sub message with 413 would have it redelivered
@@ -135,7 +139,8 @@ class Ingress:
         # Per shard: one update per window (or per full batch), ``in_flight``
         # at a time; a request whose shard has ``max_queued`` items waiting
         # gets 503 at once rather than piling up while Temporal is away.
-        self.batcher: MicroBatcher[int, Event | Rejection, IngestAck] = MicroBatcher(
+        # Items travel with the traceparent of the request that brought them.
+        self.batcher: MicroBatcher[int, Traced, IngestAck] = MicroBatcher(
             self._send,
             window_s=settings.batch_window_s,
             max_items=settings.batch_max_events,
@@ -147,11 +152,24 @@ class Ingress:
         self._ready_at = float("-inf")
         self._ready_check: asyncio.Task[Readiness] | None = None
 
-    async def _send(self, shard: int, items: list[Event | Rejection]) -> IngestAck:
-        batch = IngestBatch(
-            events=[i for i in items if not isinstance(i, Rejection)],
-            rejections=[i for i in items if isinstance(i, Rejection)],
-        )
+    async def _send(self, shard: int, items: list[Traced]) -> IngestAck:
+        # The batch continues the first request's trace and links the others.
+        with traces.continuing(
+            "eventflow.send",
+            [trace for _, trace in items],
+            kind=SpanKind.PRODUCER,
+            attributes={"eventflow.shard": shard},
+        ) as span:
+            batch = IngestBatch(
+                events=[i for i, _ in items if not isinstance(i, Rejection)],
+                rejections=[i for i, _ in items if isinstance(i, Rejection)],
+                trace=traces.traceparent(),
+            )
+            ack = await self._send_batch(shard, batch)
+            record_ack(span, batch, ack)
+            return ack
+
+    async def _send_batch(self, shard: int, batch: IngestBatch) -> IngestAck:
         started = time.monotonic()
         health = self._health[shard]
 
@@ -201,6 +219,7 @@ class Ingress:
         """
         futures: list[asyncio.Future[IngestAck]] = []
         shards: set[int] = set()
+        trace = traces.traceparent()
         try:
             for item, raw in items:
                 shard = shard_for(item, raw, self.settings.shards)
@@ -209,7 +228,7 @@ class Ingress:
                     if isinstance(item, Rejection)
                     else len(raw)
                 )
-                futures.append(self.batcher.submit(shard, (item,), size))
+                futures.append(self.batcher.submit(shard, ((item, trace),), size))
                 shards.add(shard)
         except (Closed, QueueFull) as exc:
             _abandon(futures)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.routing import DEFAULT_SHARDS
+from runtime import tracing
 from runtime.logging import DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, configure_logging
 from runtime.settings import integer, option, positive_int
 from wire.synthetic import WorkloadSpec
@@ -28,6 +29,7 @@ __all__ = [
     "metrics_port_option",
     "positive_int",
     "shards_option",
+    "start_tracing",
     "workload_from",
 ]
 
@@ -44,9 +46,21 @@ def exit_now(code: int = 0) -> None:
     sdk-python issue 300). A short-lived client command has nothing left to
     clean up once its output is flushed, so it skips the teardown.
     """
+    tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def start_tracing(service: str) -> None:
+    """Traces for this command, when the OTLP variables ask for them
+    (``runtime.tracing``); a misconfiguration ends the command with its
+    reason."""
+    try:
+        tracing.configure_tracing(service)
+    except tracing.TracingMisconfigured as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        exit_now(2)
 
 
 def shards_option() -> Any:

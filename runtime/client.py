@@ -8,6 +8,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
+from runtime.tracing import client_interceptors
 from wire import DATA_CONVERTER
 
 log = structlog.get_logger(__name__)
@@ -20,6 +21,9 @@ async def connect(**overrides: object) -> Client:
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
     config.update(overrides)  # type: ignore[typeddict-item]
+    # While traces are recorded, the SDK's tracing interceptor (the workers
+    # built on this client use it too).
+    config.setdefault("interceptors", client_interceptors())  # type: ignore[typeddict-item]
     return await Client.connect(**config, data_converter=DATA_CONVERTER)  # type: ignore[misc]
 
 

@@ -49,6 +49,8 @@ PASSTHROUGH = (
     "actors.policies",
     "msgspec",
     "zstandard",
+    # The SDK's tracing interceptor runs inside the sandbox too.
+    "opentelemetry",
 )
 
 

@@ -34,6 +34,7 @@ from runtime.cli import (
     configure_logging,
     exit_now,
     positive_int,
+    start_tracing,
     workload_from,
 )
 from runtime.client import connect_within
@@ -139,6 +140,7 @@ async def main(settings: ClientSettings, args: argparse.Namespace) -> dict[str, 
 if __name__ == "__main__":
     settings, args = parse_args()
     configure_logging(settings.log_level)
+    start_tracing("eventflow-emit")
     try:
         result = asyncio.run(main(settings, args))
     except ConnectionError as exc:

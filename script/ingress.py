@@ -32,6 +32,7 @@ from runtime.cli import (
     metrics_host_option,
     metrics_port_option,
     shards_option,
+    start_tracing,
 )
 from runtime.client import connect
 from runtime.metrics import MetricsServer, sdk_metrics_address
@@ -250,5 +251,6 @@ if __name__ == "__main__":
     options = parse_args()
     sdk_metrics = None if options.metrics_port is None else sdk_metrics_address()
     configure_logging(options.log_level, sdk_metrics=sdk_metrics)
+    start_tracing("eventflow-ingress")
     asyncio.run(main(options, sdk_metrics))
     exit_now(0)

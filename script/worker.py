@@ -16,7 +16,7 @@ import signal
 import structlog
 
 from actors.pipelines import load_pipeline
-from runtime.cli import configure_logging, exit_now
+from runtime.cli import configure_logging, exit_now, start_tracing
 from runtime.client import connect_within
 from runtime.metrics import MetricsServer, sdk_metrics_address
 from runtime.retire import retire_shards
@@ -114,6 +114,7 @@ if __name__ == "__main__":
     settings = parse_args()
     sdk_metrics = None if settings.metrics_port is None else sdk_metrics_address()
     configure_logging(settings.log_level, sdk_metrics=sdk_metrics)
+    start_tracing("eventflow-worker")
     try:
         code = asyncio.run(main(settings, sdk_metrics))
     except (ConnectionError, SearchAttributesMissing) as exc:

@@ -56,6 +56,9 @@ class IngestBatch(msgspec.Struct, frozen=True, kw_only=True):
 
     events: list[Event] = msgspec.field(default_factory=list)
     rejections: list[Rejection] = msgspec.field(default_factory=list)
+    # The W3C ``traceparent`` of the span that sent the batch, when traced
+    # (see ``wire.traces``).
+    trace: str | None = None
 
 
 class IngestAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,10 +67,12 @@ class IngestAck(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int = 0
 
 
-class JobDelivery(msgspec.Struct, frozen=True, kw_only=True):
+class JobDelivery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     tenant_id: str
     job_id: str
     events: list[Event]
+    # The traceparents of the batches these events came in, when traced.
+    traces: list[str] = msgspec.field(default_factory=list)
 
 
 class ProxyState(msgspec.Struct, kw_only=True):
@@ -87,6 +92,14 @@ class ProxyState(msgspec.Struct, kw_only=True):
     # job keys whose queued events alone make the job complete: job.opened
     # and every part of every required type
     complete: dict[str, None] = msgspec.field(default_factory=dict)
+    # job key -> the traceparents of the batches its queued events came in
+    # (traced batches only; at most TRACES_PER_JOB)
+    traces: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+
+# Traceparents kept per held job: a delivery continues the first and links
+# the rest.
+TRACES_PER_JOB = 8
 
 
 def job_key(tenant_id: str, job_id: str) -> str:
@@ -141,6 +154,10 @@ def ingest(
     for job in touched:
         if job not in state.complete and is_complete(state.outbox[job]):
             state.complete[job] = None
+        if batch.trace is not None:
+            traces = state.traces.setdefault(job, [])
+            if batch.trace not in traces and len(traces) < TRACES_PER_JOB:
+                traces.append(batch.trace)
     excess = len(state.recent) - RECENT_EVENT_IDS
     if excess > 0:
         for key in list(state.recent)[:excess]:
@@ -248,13 +265,18 @@ def take(
         if n == len(events):
             del state.outbox[key]
             state.queued_at.pop(key, None)
+            traces = state.traces.pop(key, [])
         else:
             state.outbox[key] = events[n:]
+            traces = list(state.traces.get(key, ()))
         state.complete.pop(key, None)
         first = events[0]
         taken.append(
             JobDelivery(
-                tenant_id=first.tenant_id, job_id=first.job_id, events=events[:n]
+                tenant_id=first.tenant_id,
+                job_id=first.job_id,
+                events=events[:n],
+                traces=traces,
             )
         )
         count += n
@@ -381,6 +403,9 @@ def requeue(
         state.outbox[key] = delivery.events + newer
         state.pending += len(delivery.events)
         state.queued_at.pop(key, None)  # due at once
+        if delivery.traces:
+            traces = delivery.traces + state.traces.get(key, [])
+            state.traces[key] = list(dict.fromkeys(traces))[:TRACES_PER_JOB]
     state.rejections[:0] = rejections
 
 
