@@ -49,9 +49,15 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 
 class PostgresServer:
-    """A private PostgreSQL cluster on 127.0.0.1 (trust authentication)."""
+    """A private PostgreSQL cluster on 127.0.0.1 (trust authentication).
 
-    def __init__(self) -> None:
+    ``durable`` keeps PostgreSQL's own durability settings, for a server that
+    is stopped and started again (``halt``, ``start``) and must still hold
+    every committed row; otherwise it runs without fsync, as a throwaway.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.bin = postgres_bin()
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="eventflow-pg-"))
@@ -64,6 +70,12 @@ class PostgresServer:
         return f"postgresql://{_USER}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
+        """Initialise the cluster (the first time) and start the server."""
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
+        self._run()
+
+    def _initdb(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.directory, _USER, _USER)
         subprocess.run(
@@ -83,7 +95,15 @@ class PostgresServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        log = self._log_path.open("wb")
+
+    def _run(self) -> None:
+        throwaway = [
+            # A throwaway cluster: durability buys nothing here.
+            *("-c", "fsync=off"),
+            *("-c", "synchronous_commit=off"),
+            *("-c", "full_page_writes=off"),
+        ]
+        log = self._log_path.open("ab")
         if os.geteuid() == 0:
             shutil.chown(self._log_path, _USER, _USER)
         self._process = subprocess.Popen(
@@ -98,13 +118,7 @@ class PostgresServer:
                     str(self.directory),
                     "-h",
                     "127.0.0.1",
-                    # A throwaway cluster: durability buys nothing here.
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
+                    *([] if self.durable else throwaway),
                 ]
             ),
             stdin=subprocess.DEVNULL,
@@ -167,6 +181,14 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        """Stop the server and remove the cluster."""
+        self.halt()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl stop -m
+        immediate``: no shutdown checkpoint; ``start`` recovers from the
+        write-ahead log), keeping its data."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             subprocess.run(
@@ -188,7 +210,6 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def _log(self) -> str:
         try:

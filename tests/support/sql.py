@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 from sqlalchemy import literal_column, select
 
 from sinks.sql import TABLES, SqlSink, record_from_row
+from tests.support.records import Progress
 from wire.records import Record
+from wire.synthetic import Expected
 
 
 async def read_tables(url: str) -> dict[str, list[Record]]:
@@ -26,3 +29,28 @@ async def read_tables(url: str) -> dict[str, list[Record]]:
         return held
     finally:
         await sink.close()
+
+
+def as_dicts(held: dict[str, list[Record]], expected: Expected) -> list[dict]:
+    """The tables' records as the dicts the audit reads.
+
+    ``jsonb`` keeps no object key order, so each result's analysis types are
+    put back in the workload's order (which the audit compares) when they are
+    the same set.
+    """
+    records = [msgspec.to_builtins(r) for rows in held.values() for r in rows]
+    for r in records:
+        want = expected.payloads.get(f"{r.get('tenant_id')}/{r.get('job_id')}")
+        if r["type"] == "job.result" and want and set(r["analyses"]) == set(want):
+            r["analyses"] = {name: r["analyses"][name] for name in want}
+    return records
+
+
+async def sql_progress(url: str) -> Progress:
+    """Counts to poll on: results, dead letters, jobs the summaries count."""
+    held = await read_tables(url)
+    return Progress(
+        results=len(held["job.result"]),
+        dead_letters=len(held["dead_letter"]),
+        jobs_completed=sum(s.jobs_completed for s in held["tenant.summary"]),
+    )
