@@ -12,6 +12,7 @@ stdout stays free for the commands' own output (records, summaries).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -124,7 +125,8 @@ def configure_logging(
     level: str | None = None, *, sdk_metrics: str | None = None
 ) -> None:
     """Every log line to stderr through one structlog pipeline: readable on
-    a terminal, JSON lines otherwise.
+    a terminal, JSON lines otherwise. A fatal signal (a crash in native code)
+    prints every thread's Python stack to stderr first (``faulthandler``).
 
     ``level`` is a level name; None takes ``EVENTFLOW_LOG_LEVEL``, else info.
     ``sdk_metrics``: an address (``host:port``) for the SDK's own Prometheus
@@ -133,6 +135,7 @@ def configure_logging(
     is set here, before any client exists.
     """
     install(sys.stderr, level_number(level))
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     # The retry loops log their own retries, at the level each warrants (the
     # ingress's are debug): stamina's default hook would log every retry as
     # a warning, with the repr of its error.

@@ -18,6 +18,7 @@ from actors.pipelines import Pipeline
 from actors.settings import WorkerConfig
 from actors.workflows import JobWorkflow, ProxyWorkflow, TenantWorkflow
 from sinks import Sink
+from wire._converter import prime_struct_types
 
 # Entity (job and tenant) workflow tasks one process works on at once.
 # A worker process holds one core at most (GIL), so more slots only queue
@@ -88,6 +89,8 @@ def build_workers(
     """
     activities = Activities(client=client, sink=sink, pipeline=pipeline, config=config)
     runner = workflow_runner(strict=strict)
+    # Before any workflow thread decodes a payload (see prime_struct_types).
+    prime_struct_types()
     workers = [
         Worker(
             client,

@@ -35,6 +35,35 @@ MSGPACK_ENCODING = b"binary/msgpack"
 ZSTD_ENCODING = b"binary/zstd"
 
 
+def prime_struct_types() -> int:
+    """Build the decoding information of every msgspec Struct type loaded so
+    far, in the calling thread; returns how many were primed.
+
+    msgspec builds a Struct type's decoding information on its first use and
+    publishes it before it is complete: a thread that decodes that type
+    meanwhile reads a missing field type and crashes the process (SIGSEGV in
+    ``mpack_decode``; msgspec 0.22, reproduced by
+    ``tests/unit/test_converter.py``). A worker decodes payloads in several
+    threads at once (workflow activations run in a thread pool), so it calls
+    this once everything is imported and before its workers start.
+    """
+    primed = 0
+    stack = list(msgspec.Struct.__subclasses__())
+    seen: set[type] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        try:
+            msgspec.msgpack.Decoder(cls)
+        except (TypeError, NameError):  # a type msgspec cannot decode into
+            continue
+        primed += 1
+    return primed
+
+
 class _TypedDecoders:
     """One msgspec decoder per type hint, built on first use.
 

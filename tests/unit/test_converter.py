@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -335,3 +338,45 @@ async def test_project_payloads_are_at_least_3x_smaller_than_the_sdk_default() -
     assert ours_size * 3 <= default_size
     [decoded] = await DATA_CONVERTER.decode([ours], [IngestBatch])
     assert decoded == batch
+
+
+# Decoding in several threads at once, each type's first use included: a
+# worker's workflow activations run in a thread pool. Without
+# prime_struct_types this crashed the interpreter (SIGSEGV in msgspec's
+# mpack_decode) in most runs; each run is a fresh process, since a type's
+# first use happens once per process.
+_CONCURRENT_FIRST_DECODES = """
+import sys, threading
+import msgspec
+from tests.support.payloads import examples
+from wire._converter import prime_struct_types
+
+sys.setswitchinterval(1e-6)
+encoder = msgspec.msgpack.Encoder()
+data = [(type(x), encoder.encode(x)) for x in examples()]
+assert prime_struct_types() >= len({t for t, _ in data})
+barrier = threading.Barrier(16)
+
+def work(n):
+    barrier.wait()
+    for t, raw in data[n:] + data[:n]:
+        msgspec.msgpack.Decoder(t).decode(raw)
+
+threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+@pytest.mark.parametrize("run", range(5))
+def test_payload_types_decode_in_many_threads_at_once_once_primed(run: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT_FIRST_DECODES],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
