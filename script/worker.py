@@ -65,19 +65,19 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
     config = settings.worker_config()
     pipeline = load_pipeline(config.pipeline)
     models = load_models(config.models, job_parts=config.job_parts)
-    client = await connect_within(settings.connect_timeout)
-    await ensure_search_attributes(client)
     sink = MeteredSink(
         open_sink(config.sink, tables=[m.table for m in models]),
         sink_name(config.sink),
     )
     # The SQL sink creates its tables and checks the models' schemas here: a
-    # model it can no longer write stops the worker before it polls.
+    # model it can no longer write stops the worker before it connects.
     try:
         await sink.prepare()
     except Exception:
         await sink.close()
         raise
+    client = await connect_within(settings.connect_timeout)
+    await ensure_search_attributes(client)
     shards = shards_to_run(settings.shard, config.shards)
     workers = build_workers(
         client,
