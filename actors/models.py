@@ -39,7 +39,7 @@ from sinks import SinkRecord
 from wire.models import ModelTable, RowError
 from wire.records import DeadLetter
 from wire.synthetic import LABELS
-from wire.validate import RAW_KEEP_BYTES
+from wire.validate import MAX_REASON_CHARS, RAW_KEEP_BYTES
 
 Rows = Callable[[JobSnapshot], Iterable[Any]]
 
@@ -264,6 +264,8 @@ def _row_text(row: Any, system: dict[str, Any]) -> str:
 def _dead_letter(
     dead_letter_id: str, reason: str, raw: str, snapshot: JobSnapshot, at: datetime
 ) -> SinkRecord:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
     data = raw.encode()
     truncated = len(data) > RAW_KEEP_BYTES
     if truncated:

@@ -34,7 +34,7 @@ from wire.events import AnalysisResult, JobOpened
 from wire.models import ModelTable, column_type
 from wire.records import DeadLetter, decode_record
 from wire.synthetic import FAULTY_SCORE, LABELS, payload
-from wire.validate import parse_event
+from wire.validate import MAX_REASON_CHARS, RAW_KEEP_BYTES, parse_event
 
 AT = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
 TENANT, JOB = "acme", "j1"
@@ -337,6 +337,22 @@ def test_a_model_that_raises_is_one_dead_letter_and_the_others_still_write() -> 
         "model broken raised ZeroDivisionError: integer division or modulo by zero"
     )
     assert [r.kind for r in records] == ["dead_letter", "job_parts"]
+
+
+def test_a_huge_message_and_row_are_cut_like_every_dead_letters() -> None:
+    def loud(_: JobSnapshot) -> list[Any]:
+        raise ValueError("x" * 5000)
+
+    huge = model(BAD, row=Checked, key=("i",))(lambda _: [{"i": "y" * 70_000}])
+    failing = model("loud", row=Checked, key=("i",))(loud)
+
+    letters = dead_letters(
+        model_records(snapshot_of({"ocr": [b"{}"]}), [huge, failing], AT)
+    )
+
+    assert [len(d.reason) <= MAX_REASON_CHARS for d in letters] == [True, True]
+    assert letters[1].reason.endswith("...")
+    assert (letters[0].raw_truncated, len(letters[0].raw)) == (True, RAW_KEEP_BYTES)
 
 
 def test_a_row_of_another_type_is_a_dead_letter() -> None:
