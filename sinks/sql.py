@@ -592,9 +592,9 @@ _columns_codec = msgspec.json.Decoder(list[ModelColumn])
 _key_codec = msgspec.json.Decoder(list[str])
 
 REBUILD = (
-    "a changed type, a removed column or a changed key cannot be applied to "
-    "the rows already written: version the table name (e.g. {name}_v2) to "
-    "rebuild it under a new name, or restore the model's earlier definition"
+    "Such a change cannot be applied to the rows already written: version the "
+    "table name (e.g. {name}_v2) to rebuild it under a new name, or restore "
+    "the model's earlier definition"
 )
 
 
@@ -638,7 +638,7 @@ async def check_schema(
                     raise SchemaMismatch(
                         f"model table {name}: the database has a table of that "
                         f"name with columns {sorted(found)}, not the model's "
-                        f"{sorted(wanted)}, and no record of how it was made; "
+                        f"{sorted(wanted)}, and no record of how it was made. "
                         + REBUILD.format(name=name)
                     )
             await conn.execute(

@@ -357,6 +357,20 @@ class SqlRows(ModelRowContract):
         async with SqlSink(url, tables=TABLES) as old:
             assert await old.write([thing(2)]) == 1
 
+    async def test_a_table_of_that_name_made_by_someone_else_refuses_to_start(
+        self, url: str
+    ) -> None:
+        async with SqlSink(url) as plain:
+            await plain.prepare()
+            async with plain.engine.begin() as conn:
+                await conn.execute(
+                    text(f"CREATE TABLE {qualified(plain, 'things')} (x text)")
+                )
+
+        async with SqlSink(url, tables=TABLES) as sink:
+            with pytest.raises(SchemaMismatch, match="no record of how it was made"):
+                await sink.prepare()
+
 
 def evolved(
     *changed: tuple[Any, ...], drop: str | None = None, key: tuple[str, ...] = ()
