@@ -2,13 +2,16 @@
 
 ``deliver`` carries a proxy's batch to its job workflows (only a client can
 send an update, so an activity does); ``publish_job`` and ``publish_summary``
-write records to the sink. The logic they apply lives in ``actors.rules``.
+write records to the sink. Where a publication is written (by ``deliver`` or
+``publish_job``), the models turn its result version into rows
+(``actors.models``). The logic they apply lives in ``actors.rules``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
@@ -40,6 +43,7 @@ from actors.contracts import (
     TenantInput,
 )
 from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS
+from actors.models import Model, model_records
 from actors.pipelines import Pipeline
 from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
@@ -61,14 +65,21 @@ TOO_LATE = (
 
 
 class Activities:
-    """The worker's activities, sharing one client, sink and pipeline."""
+    """The worker's activities, sharing one client, sink, pipeline and models."""
 
     def __init__(
-        self, *, client: Client, sink: Sink, pipeline: Pipeline, config: WorkerConfig
+        self,
+        *,
+        client: Client,
+        sink: Sink,
+        pipeline: Pipeline,
+        config: WorkerConfig,
+        models: Sequence[Model] = (),
     ) -> None:
         self._client = client
         self._sink = sink
         self._pipeline = pipeline
+        self._models = tuple(models)
         self._config = config
         # Concurrent activities share sink writes (one lock, one fsync) and
         # tenant reports (one update per tenant at a time, not one per job).
@@ -244,8 +255,18 @@ class Activities:
             return None
 
     async def _write_publication(self, publication: Publication, at: datetime) -> None:
-        records = job_records(publication, self._pipeline, at)
-        await self._write([SinkRecord.of(r) for r in records])
+        """The result version, its refusals and its models' rows, in one write.
+
+        The models run here, in the activity, never in workflow code; a row
+        that fails its checks, or a model that raises, becomes a dead letter
+        beside the rest (``actors.models.model_records``), never a failed
+        activity.
+        """
+        made = job_records(publication, self._pipeline, at)
+        records = [SinkRecord.of(r) for r in made]
+        if publication.snapshot is not None and self._models:
+            records += model_records(publication.snapshot, self._models, at)
+        await self._write(records)
 
     @activity.defn(name=names.REPORT)
     async def report(self, input: ReportInput) -> None:

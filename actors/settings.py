@@ -32,6 +32,10 @@ class WorkerConfig:
     shards: int = DEFAULT_SHARDS
     sink: str = DEFAULT_SINK
     pipeline: str = DEFAULT_PIPELINE
+    # Models (``module:name``) besides the built-in job_parts, which is on
+    # unless job_parts is false (``actors.models``).
+    models: tuple[str, ...] = ()
+    job_parts: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     job: JobSettings = field(default_factory=JobSettings)
     tenant: TenantSettings = field(default_factory=TenantSettings)

@@ -100,6 +100,9 @@ class Option:
             consumer takes the workers' sink variable only when it is a Redis
             URL).
         metavar: the flag's placeholder in ``--help``.
+        many: the flag may be given several times and the variable holds a
+            comma-separated list; the value is the tuple of the parsed items
+            (the flags' when any is given, else the variable's).
     """
 
     flag: str | None
@@ -111,6 +114,7 @@ class Option:
     choices: Sequence[Any] | None = None
     env_if: Callable[[str], bool] | None = None
     metavar: str | None = None
+    many: bool = False
 
 
 def option(
@@ -126,15 +130,17 @@ def option(
     choices: Sequence[Any] | None = None,
     env_if: Callable[[str], bool] | None = None,
     metavar: str | None = None,
+    many: bool = False,
     repr: bool = True,
 ) -> Any:
     """A dataclass field that is also a command-line option.
 
     ``parse`` defaults to the default's type (``int``, ``float``, ``str``; a
-    ``bool`` field is a switch). Pass ``repr=False`` for secrets.
+    ``bool`` field is a switch; ``str`` for the items of a ``many`` option).
+    Pass ``repr=False`` for secrets.
     """
     if parse is None:
-        parse = _parser_for(default)
+        parse = str if many else _parser_for(default)
     metadata = {
         _KEY: Option(
             flag=flag,
@@ -146,6 +152,7 @@ def option(
             choices=choices,
             env_if=env_if,
             metavar=metavar,
+            many=many,
         )
     }
     if default_factory is not None:
@@ -228,6 +235,8 @@ def add_options(
         if isinstance(_default_of(f), bool):
             kwargs["action"] = "store_true"
         else:
+            if opt.many:
+                kwargs["action"] = "append"
             kwargs["type"] = _for_argparse(opt.parse)
             if opt.choices is not None:
                 kwargs["choices"] = opt.choices
@@ -281,7 +290,8 @@ def from_args(
     try:
         for f, opt in _options(cls):
             if opt.flag is not None and hasattr(args, f.name):
-                values[f.name] = getattr(args, f.name)
+                given = getattr(args, f.name)
+                values[f.name] = tuple(given) if opt.many else given
                 continue
             found = _env_text(opt, environ)
             if found is not None:
@@ -295,6 +305,9 @@ def from_args(
 
 def _parse_env(opt: Option, name: str, text: str) -> Any:
     try:
+        if opt.many:
+            items = (item.strip() for item in text.split(","))
+            return tuple(opt.parse(item) for item in items if item)
         value = opt.parse(text)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
         # A value that may hold a secret is shown only as ``show`` shows it.

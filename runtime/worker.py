@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import (
 
 from actors import routing
 from actors.activities import Activities
+from actors.models import Model
 from actors.pipelines import Pipeline
 from actors.settings import WorkerConfig
 from actors.workflows import JobWorkflow, ProxyWorkflow, TenantWorkflow
@@ -79,6 +80,7 @@ def build_workers(
     sink: Sink,
     pipeline: Pipeline,
     shards: Sequence[int],
+    models: Sequence[Model] = (),
     entities: bool = True,
     strict: bool = False,
 ) -> list[Worker]:
@@ -87,7 +89,9 @@ def build_workers(
     publications they make themselves) unless ``entities`` is false; all
     share one set of activities, so their sink writes coalesce.
     """
-    activities = Activities(client=client, sink=sink, pipeline=pipeline, config=config)
+    activities = Activities(
+        client=client, sink=sink, pipeline=pipeline, config=config, models=models
+    )
     runner = workflow_runner(strict=strict)
     # Before any workflow thread decodes a payload (see prime_struct_types).
     prime_struct_types()

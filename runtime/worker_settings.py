@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from actors.models import EXAMPLE as EXAMPLE_MODEL
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
 from actors.rules.proxy import DEFAULT_HOLD_S
@@ -53,6 +54,23 @@ class WorkerSettings:
         env="EVENTFLOW_PIPELINE",
         metavar="MODULE:FUNCTION",
         help="the function turning a job's parts into its record's analyses",
+    )
+    models: tuple[str, ...] = option(
+        (),
+        flag="--model",
+        env="EVENTFLOW_MODELS",
+        metavar="MODULE:NAME",
+        many=True,
+        shown_default="none besides job_parts",
+        help="a model: a table of rows each result version becomes "
+        "(repeatable; the variable takes a comma-separated list), e.g. "
+        f"{EXAMPLE_MODEL}",
+    )
+    no_job_parts: bool = option(
+        False,
+        flag="--no-job-parts",
+        env="EVENTFLOW_NO_JOB_PARTS",
+        help="do not write the built-in job_parts table (one row per part)",
     )
     job_deadline: float = option(
         DEFAULT_DEADLINE_S,
@@ -112,6 +130,8 @@ class WorkerSettings:
             shards=self.shards,
             sink=self.sink,
             pipeline=self.pipeline,
+            models=self.models,
+            job_parts=not self.no_job_parts,
             job=JobSettings(
                 default_deadline_s=self.job_deadline,
                 linger_s=self.job_linger,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from actors.models import EXAMPLE as EXAMPLE_MODEL
 from runtime.cli import positive_int
 from runtime.codec import DEFAULT_PORT as DEFAULT_CODEC_PORT
 
@@ -38,9 +39,13 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
     raise SystemExit(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
+# The model tables the demo's worker writes (job_parts and the example).
+TABLES = ("job_parts", "detections")
+
+
 def results_of_run(out: Path, run: str) -> Counter[str]:
     counts: Counter[str] = Counter()
-    for kind in ("job.result", "dead_letter", "tenant.summary"):
+    for kind in ("job.result", "dead_letter", "tenant.summary", *TABLES):
         path = out / f"{kind}.jsonl"
         if not path.exists():
             continue
@@ -49,6 +54,8 @@ def results_of_run(out: Path, run: str) -> Counter[str]:
             mine = record.get("job_id") or record.get("raw") or ""
             if run in mine or kind == "tenant.summary":
                 counts[kind] += 1
+                if record.get("source") == "model":
+                    counts["model dead letters"] += 1
     return counts
 
 
@@ -111,6 +118,10 @@ def main() -> None:
                     f"file:{args.out}",
                     "--summary-interval",
                     "5",
+                    # The example model: one row per detected object, and a
+                    # model dead letter for the workload's faulty scores.
+                    "--model",
+                    EXAMPLE_MODEL,
                 ],
                 env=env,
                 stdout=(logs / "worker.log").open("ab"),
@@ -164,8 +175,14 @@ def main() -> None:
             ("job.result", "results of this run"),
             ("dead_letter", "refused inputs of this run"),
             ("tenant.summary", "tenant rollups (all runs)"),
+            ("job_parts", "rows: one per part received"),
+            ("detections", "rows: one per detected object"),
         ):
             print(f"  {kind + '.jsonl':22}{counts[kind]:6} {what}")
+        print(
+            f"  of the dead letters, {counts['model dead letters']} are rows the "
+            "detections model's tests refused (source model)"
+        )
         print(
             f"logs in {logs}/; the Temporal UI shows the workflows, payloads "
             "decoded, while it runs"

@@ -15,6 +15,7 @@ import signal
 
 import structlog
 
+from actors.models import load_models
 from actors.pipelines import load_pipeline
 from runtime.cli import configure_logging, exit_now, start_tracing
 from runtime.client import connect_within
@@ -29,6 +30,7 @@ from runtime.worker import build_workers
 from runtime.worker_settings import WorkerSettings
 from sinks import open_sink, redact_url
 from sinks.metrics import MeteredSink, sink_name
+from sinks.sql import SchemaMismatch
 
 log = structlog.get_logger("script.worker")
 
@@ -62,15 +64,27 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
         await metrics.start()
     config = settings.worker_config()
     pipeline = load_pipeline(config.pipeline)
+    models = load_models(config.models, job_parts=config.job_parts)
+    sink = MeteredSink(
+        open_sink(config.sink, tables=[m.table for m in models]),
+        sink_name(config.sink),
+    )
+    # The SQL sink creates its tables and checks the models' schemas here: a
+    # model it can no longer write stops the worker before it connects.
+    try:
+        await sink.prepare()
+    except Exception:
+        await sink.close()
+        raise
     client = await connect_within(settings.connect_timeout)
     await ensure_search_attributes(client)
-    sink = MeteredSink(open_sink(config.sink), sink_name(config.sink))
     shards = shards_to_run(settings.shard, config.shards)
     workers = build_workers(
         client,
         config=config,
         sink=sink,
         pipeline=pipeline,
+        models=models,
         shards=shards,
         entities=not settings.retire,
     )
@@ -84,6 +98,7 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
         serving=shards,
         sink=redact_url(config.sink),
         pipeline=config.pipeline,
+        models=[m.name for m in models],
     )
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
@@ -117,7 +132,7 @@ if __name__ == "__main__":
     start_tracing("eventflow-worker")
     try:
         code = asyncio.run(main(settings, sdk_metrics))
-    except (ConnectionError, SearchAttributesMissing) as exc:
+    except (ConnectionError, SearchAttributesMissing, SchemaMismatch) as exc:
         log.error("cannot start", error=str(exc))
         exit_now(1)
     # The workers are shut down and the sink closed: skip the interpreter

@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sinks.base import Sink, SinkRecord
 from sinks.files import FileSink
 from sinks.redis_streams import RedisStreamSink, stream_key
 from sinks.sql import POSTGRES_SCHEMES, SQLITE_SCHEME, SqlSink
 from sinks.urls import redact_url
+from wire.models import ModelTable
 
 __all__ = [
     "FileSink",
@@ -32,7 +35,7 @@ _FILE_SCHEME = "file:"
 _REDIS_SCHEMES = ("redis://", "rediss://")
 
 
-def open_sink(url: str) -> Sink:
+def open_sink(url: str, *, tables: Sequence[ModelTable] = ()) -> Sink:
     """The sink a URL names.
 
     Args:
@@ -41,6 +44,7 @@ def open_sink(url: str) -> Sink:
             ``postgresql://user@host:port/db?schema=NAME`` (or
             ``postgres://``) or ``sqlite:PATH``; a password goes in the URL
             (``redis://:pw@host:6379/0``, ``postgresql://u:pw@host/db``).
+        tables: the model tables whose rows the sink also takes.
 
     Returns:
         A new, open sink; close it (or use ``async with``) when done.
@@ -65,11 +69,11 @@ def open_sink(url: str) -> Sink:
                 f"sink URL {url!r}: no directory after 'file:'; "
                 "use file:DIR, e.g. file:./data/out"
             )
-        return FileSink(path)
+        return FileSink(path, tables=tables)
     if url.startswith(_REDIS_SCHEMES):
-        return RedisStreamSink(url)
+        return RedisStreamSink(url, tables=tables)
     if url.startswith((*POSTGRES_SCHEMES, SQLITE_SCHEME)):
-        return SqlSink(url)
+        return SqlSink(url, tables=tables)
     raise ValueError(
         f"unsupported sink URL {redact_url(url)!r}: expected file:DIR "
         "(e.g. file:./data/out), redis://host:port/db, rediss://host:port/db, "

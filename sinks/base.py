@@ -1,6 +1,8 @@
 """The sink contract.
 
-A sink stores records (see ``wire.records``) durably, keyed by record id.
+A sink stores records (see ``wire.records``) durably, keyed by record id,
+and the rows of the model tables it is given (``wire.models.ModelTable``):
+a row is a record of kind = the table's name.
 
 Delivery guarantee: **exactly once per record id, given retries.** When
 ``write`` returns, every record passed to it is durable. A record whose id the
@@ -17,7 +19,8 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from wire.records import Record, encode_record, record_id, record_kind
+from wire.models import ModelTable
+from wire.records import RECORD_KINDS, Record, encode_record, record_id, record_kind
 
 
 class SinkRecord(msgspec.Struct, frozen=True):
@@ -30,6 +33,23 @@ class SinkRecord(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, record: Record) -> SinkRecord:
         return cls(record_kind(record), record_id(record), encode_record(record))
+
+
+def known_kinds(tables: Sequence[ModelTable]) -> dict[str, ModelTable | None]:
+    """The record kinds a sink takes: the three records' (None) and one per
+    model table, by name. Two tables of one name are refused."""
+    kinds: dict[str, ModelTable | None] = dict.fromkeys(RECORD_KINDS)
+    for table in tables:
+        if table.name in kinds:
+            raise ValueError(f"two record kinds or model tables named {table.name!r}")
+        kinds[table.name] = table
+    return kinds
+
+
+def unknown_kind(kind: str, kinds: dict[str, ModelTable | None]) -> ValueError:
+    return ValueError(
+        f"unknown record kind {kind!r}: expected one of {', '.join(kinds)}"
+    )
 
 
 Observer = Callable[[Sequence["SinkRecord"]], None]
@@ -51,6 +71,12 @@ class Sink(abc.ABC):
     def _written(self, records: Sequence[SinkRecord]) -> None:
         for observer in self.__dict__.get("_observers", ()):
             observer(records)
+
+    async def prepare(self) -> None:
+        """Get ready before the first write (the SQL sink creates and checks
+        its tables here, so a worker refuses to start on a schema it cannot
+        write); a no-op for sinks that need nothing."""
+        return None
 
     @abc.abstractmethod
     async def write(self, records: Sequence[SinkRecord]) -> int:

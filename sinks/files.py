@@ -1,8 +1,9 @@
 """A sink that appends records to JSON Lines files, one file per record kind.
 
 Records of kind ``K`` go to ``{directory}/K.jsonl`` (``job.result.jsonl``,
-``tenant.summary.jsonl``, ``dead_letter.jsonl``), one compact JSON object per
-line, exactly ``SinkRecord.body`` followed by ``b"\\n"``.
+``tenant.summary.jsonl``, ``dead_letter.jsonl``, and ``<table>.jsonl`` per
+model table such as ``job_parts.jsonl``), one compact JSON object per line,
+exactly ``SinkRecord.body`` followed by ``b"\\n"``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import asyncio
 import fcntl
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 import structlog
 
-from sinks.base import Sink, SinkRecord
-from wire.records import RECORD_KINDS
+from sinks.base import Sink, SinkRecord, known_kinds, unknown_kind
+from wire.models import ModelTable
 
 log = structlog.get_logger(__name__)
 
@@ -54,12 +55,20 @@ _ID_FIELDS = {
 }
 
 
+def _record_id_reader(kind: str) -> Callable[[bytes], str]:
+    decoder = _ID_DECODERS[kind]
+    field = _ID_FIELDS[kind]
+    return lambda line: getattr(decoder.decode(line), field)
+
+
 class _KindFile:
     """One kind's file: its descriptor, the ids it holds and how far we read."""
 
-    def __init__(self, kind: str, path: Path) -> None:
+    def __init__(self, kind: str, path: Path, id_of: Callable[[bytes], str]) -> None:
         self.kind = kind
         self.path = path
+        # A line's record id, read back when catching up.
+        self.id_of = id_of
         self.fd: int | None = None
         # Guards this object across the threads asyncio.to_thread uses; flock
         # alone would serialise the file but not our index and offset.
@@ -94,16 +103,26 @@ class FileSink(Sink):
         fsync: fsync the file (and the directory when a file is created)
             before ``write`` returns. Turn off only where durability does not
             matter, such as benchmarks.
+        tables: the model tables whose rows it also takes, one file each.
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, fsync: bool = True
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        tables: Sequence[ModelTable] = (),
     ) -> None:
         self._directory = Path(directory)
         self._fsync = fsync
+        self._kinds = known_kinds(tables)
         self._files = {
-            kind: _KindFile(kind, self._directory / f"{kind}.jsonl")
-            for kind in RECORD_KINDS
+            kind: _KindFile(
+                kind,
+                self._directory / f"{kind}.jsonl",
+                _record_id_reader(kind) if table is None else table.record_id,
+            )
+            for kind, table in self._kinds.items()
         }
         self._closed = False
 
@@ -157,10 +176,7 @@ class FileSink(Sink):
         except KeyError:
             # The kind becomes a file name: an unknown one could escape the
             # directory.
-            raise ValueError(
-                f"unknown record kind {kind!r}: "
-                f"expected one of {', '.join(RECORD_KINDS)}"
-            ) from None
+            raise unknown_kind(kind, self._kinds) from None
 
     def _write_all(self, by_kind: dict[str, list[SinkRecord]]) -> int:
         # One lock at a time, never nested, so two writers cannot deadlock.
@@ -238,7 +254,7 @@ class FileSink(Sink):
             kind_file.offset = 0
         if size == kind_file.offset:
             return
-        decoder = _ID_DECODERS[kind_file.kind]
+        id_of = kind_file.id_of
         position = kind_file.offset
         pending = b""
         bad_lines = 0
@@ -253,9 +269,7 @@ class FileSink(Sink):
                 if not line:
                     continue
                 try:
-                    kind_file.ids.add(
-                        getattr(decoder.decode(line), _ID_FIELDS[kind_file.kind])
-                    )
+                    kind_file.ids.add(id_of(line))
                 except msgspec.DecodeError:
                     bad_lines += 1
         if bad_lines:

@@ -64,6 +64,9 @@ class MeteredSink(Sink):
         finally:
             self._seconds.observe(time.perf_counter() - started)
 
+    async def prepare(self) -> None:
+        await self.inner.prepare()
+
     async def close(self) -> None:
         await self.inner.close()
 

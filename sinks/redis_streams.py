@@ -1,6 +1,7 @@
 """A sink that appends records to Redis streams, one stream per record kind.
 
-Records of kind ``K`` go to the stream ``{prefix}:K`` (``eventflow:job.result``)
+Records of kind ``K`` go to the stream ``{prefix}:K`` (``eventflow:job.result``;
+a model table's rows to ``eventflow:<table>``, ``eventflow:job_parts``)
 as entries with two fields: ``id`` (the record id) and ``record`` (the JSON
 body, byte for byte what the file sink writes on a line). ``sinks.consumer``
 reads them back with a consumer group.
@@ -13,9 +14,9 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from sinks.base import Sink, SinkRecord
+from sinks.base import Sink, SinkRecord, known_kinds, unknown_kind
 from sinks.urls import redact_url
-from wire.records import RECORD_KINDS
+from wire.models import ModelTable
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,7 @@ class RedisStreamSink(Sink):
         id_ttl_s: How long a record id is remembered, in seconds.
         maxlen: Trim each stream to about this many entries (``MAXLEN ~``);
             ``None`` keeps everything.
+        tables: the model tables whose rows it also takes, one stream each.
     """
 
     def __init__(
@@ -96,7 +98,9 @@ class RedisStreamSink(Sink):
         prefix: str = "eventflow",
         id_ttl_s: int = 7 * 24 * 3600,
         maxlen: int | None = None,
+        tables: Sequence[ModelTable] = (),
     ) -> None:
+        self._kinds = known_kinds(tables)
         if id_ttl_s <= 0:
             raise ValueError(f"id_ttl_s must be positive, got {id_ttl_s}")
         if maxlen is not None and maxlen <= 0:
@@ -137,11 +141,8 @@ class RedisStreamSink(Sink):
                 chunk is atomic, so retrying the same records is safe.
         """
         for record in records:
-            if record.kind not in RECORD_KINDS:
-                raise ValueError(
-                    f"unknown record kind {record.kind!r}: "
-                    f"expected one of {', '.join(RECORD_KINDS)}"
-                )
+            if record.kind not in self._kinds:
+                raise unknown_kind(record.kind, self._kinds)
         added = 0
         maxlen = self._maxlen or 0
         for start in range(0, len(records), CHUNK):

@@ -6,7 +6,12 @@ One table per record kind, the same names and columns in both databases
 - ``job_results`` (key ``result_id``, unique ``(tenant_id, job_id, version)``),
 - ``tenant_summaries`` (key ``summary_id``),
 - ``dead_letters`` (key ``dead_letter_id``),
-- ``jobs_current``: a view of the latest version of each job.
+- ``jobs_current``: a view of the latest version of each job,
+- one table per model (``wire.models.ModelTable``), its columns from the row
+  Struct, key ``(result_id, *key)``, and a view ``<table>_current`` of the
+  rows of each job's latest version; ``model_tables`` records each model
+  table's declared columns and key, which ``check_schema`` compares with the
+  model at every start (schema evolution).
 
 JSON fields are ``jsonb`` in PostgreSQL and JSON text in SQLite (a JSON
 ``null`` is SQL ``NULL``); times are ``timestamptz`` in PostgreSQL and RFC 3339
@@ -43,16 +48,21 @@ import stamina
 import structlog
 from sqlalchemy import (
     TIMESTAMP,
+    BigInteger,
     Boolean,
     Column,
+    Double,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     event,
+    inspect,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,10 +70,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sinks.base import Sink, SinkRecord
+from sinks.base import Sink, SinkRecord, known_kinds, unknown_kind
 from sinks.urls import redact_url
+from wire.models import Column as ModelColumn
+from wire.models import ModelTable
 from wire.records import (
-    RECORD_KINDS,
     DeadLetter,
     JobResult,
     Record,
@@ -206,6 +217,17 @@ dead_letters = Table(
     Index("ix_dead_letters_tenant_at", "tenant_id", "at"),
 )
 
+# The declared columns and key of each model table, as the model declared
+# them when the table was made or last evolved (JSON text in both databases).
+model_tables = Table(
+    "model_tables",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("columns", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("written_at", Timestamp, nullable=False),
+)
+
 TABLES: dict[str, Table] = {
     "job.result": job_results,
     "tenant.summary": tenant_summaries,
@@ -290,18 +312,88 @@ def record_from_row(kind: str, row: Any) -> Record:
     return msgspec.convert(values, RECORD_TYPES[kind])
 
 
-def _row(record: SinkRecord, written_at: str) -> dict[str, Any]:
-    try:
-        return ROW_DECODERS[record.kind].row(record.body, written_at)
-    except msgspec.DecodeError as error:
-        raise ValueError(
-            f"record {record.kind}/{record.record_id}: its body is not a valid "
-            f"{record.kind} record: {error}"
-        ) from error
+def _row_of(kind: str) -> Any:
+    return ROW_DECODERS[kind].row
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+_SQL_TYPES: dict[str, Any] = {
+    "str": Text,
+    "int": BigInteger,
+    "float": Double,
+    "bool": Boolean,
+    "datetime": Timestamp,
+    "json": Json,
+}
+# How a row's body decodes for its insert: times stay RFC 3339 text (the
+# Timestamp type binds them), JSON stays the body's own JSON text.
+_DECODE_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "datetime": str,
+    "json": msgspec.Raw,
+}
+
+
+class ModelRows:
+    """A model table in SQL: its ``Table`` (the row Struct's columns, then
+    ``written_at``; key ``(result_id, *key)``) and its rows from bodies."""
+
+    def __init__(self, spec: ModelTable, schema_metadata: MetaData) -> None:
+        self.spec = spec
+        self.table = Table(
+            spec.name,
+            schema_metadata,
+            *(
+                Column(c.name, _SQL_TYPES[c.type], nullable=c.nullable)
+                for c in spec.columns
+            ),
+            Column("written_at", Timestamp, nullable=False),
+            PrimaryKeyConstraint(*spec.primary_key, name=f"pk_{spec.name}"),
+        )
+        fields: list[tuple[Any, ...]] = []
+        for c in spec.columns:
+            annotation = _DECODE_TYPES[c.type]
+            if c.nullable and c.type != "json":
+                fields.append((c.name, annotation | None, None))
+            elif c.nullable:
+                fields.append((c.name, annotation, _NULL))
+            else:
+                fields.append((c.name, annotation))
+        self._decoder = msgspec.json.Decoder(
+            msgspec.defstruct(f"{spec.name}_row", fields, kw_only=True)
+        )
+        self.json = tuple(c.name for c in spec.columns if c.type == "json")
+
+    def row(self, body: bytes, written_at: str) -> dict[str, Any]:
+        row = msgspec.structs.asdict(self._decoder.decode(body))
+        for name in self.json:
+            if row[name] == _NULL:
+                row[name] = None
+        row["written_at"] = written_at
+        return row
+
+
+class _Kind:
+    """What the sink does with records of one kind: which table, and how a
+    body becomes its row and its primary key."""
+
+    def __init__(self, table: Table, row: Any) -> None:
+        self.table = table
+        self.row = row
+        self.key_columns = list(table.primary_key.columns)
+
+    def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[column.name] for column in self.key_columns)
+
+
+class SchemaMismatch(RuntimeError):
+    """A model table in the database that the model can no longer write."""
 
 
 class SqlSink(Sink):
@@ -311,14 +403,23 @@ class SqlSink(Sink):
         url: ``postgresql://user[:password]@host:port/db[?schema=NAME]`` (also
             ``postgres://``; other query parameters go to asyncpg) or
             ``sqlite:PATH`` (``sqlite:./data/eventflow.db``).
+        tables: the model tables whose rows it also takes, a table each.
 
-    Tables are created on the first write when missing; see the module
-    docstring for the guarantee.
+    Tables are created on the first write when missing (or by ``prepare``);
+    see the module docstring for the guarantee.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, tables: Sequence[ModelTable] = ()) -> None:
         self._url = url
         self._redacted = redact_url(url)
+        self._names = known_kinds(tables)
+        self._model_metadata = MetaData()
+        self.models = [ModelRows(spec, self._model_metadata) for spec in tables]
+        self._kinds: dict[str, _Kind] = {
+            kind: _Kind(table, _row_of(kind)) for kind, table in TABLES.items()
+        }
+        for model in self.models:
+            self._kinds[model.spec.name] = _Kind(model.table, model.row)
         self.schema: str | None
         if url.startswith(POSTGRES_SCHEMES):
             self.dialect = "postgresql"
@@ -403,9 +504,33 @@ class SqlSink(Sink):
             await conn.execute(
                 text(f"{create} {view} AS {_VIEW_SQL.format(table=table)}")
             )
-            await check_schema(conn)
+            await check_schema(conn, self.models, schema=self.schema)
+            await conn.run_sync(self._model_metadata.create_all, checkfirst=True)
+            for model in self.models:
+                name = model.spec.name
+                await conn.execute(
+                    text(
+                        f"{create} {self._qualified(conn, f'{name}_current')} AS "
+                        f"SELECT m.* FROM {self._qualified(conn, name)} AS m "
+                        f"JOIN {view} AS j ON j.result_id = m.result_id"
+                    )
+                )
         self._ready = True
-        log.info("sql sink ready", url=self._redacted, schema=self.schema)
+        log.info(
+            "sql sink ready",
+            url=self._redacted,
+            schema=self.schema,
+            models=[m.spec.name for m in self.models],
+        )
+
+    async def prepare(self) -> None:
+        """Create the tables and check the model tables' schemas now.
+
+        Raises:
+            SchemaMismatch: a model table can no longer be written as the
+                model declares it (see ``check_schema``).
+        """
+        await self.ensure_schema()
 
     def _qualified(self, conn: AsyncConnection, name: str) -> str:
         quote = conn.dialect.identifier_preparer.quote
@@ -416,35 +541,43 @@ class SqlSink(Sink):
     async def write(self, records: Sequence[SinkRecord]) -> int:
         if self._closed:
             raise RuntimeError("the SQL sink is closed")
-        rows: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in TABLES}
-        given: dict[str, dict[str, SinkRecord]] = {kind: {} for kind in TABLES}
+        rows: dict[str, dict[str, dict[str, Any]]] = {}
+        given: dict[str, dict[tuple[Any, ...], SinkRecord]] = {}
         written_at = _now()
         for record in records:
-            if record.kind not in TABLES:
-                raise ValueError(
-                    f"unknown record kind {record.kind!r}: "
-                    f"expected one of {', '.join(RECORD_KINDS)}"
-                )
+            kind = self._kinds.get(record.kind)
+            if kind is None:
+                raise unknown_kind(record.kind, self._names)
+            held = rows.setdefault(record.kind, {})
             # The first body for an id wins, within a batch as across batches.
-            if record.record_id not in rows[record.kind]:
-                row = _row(record, written_at)
-                rows[record.kind][record.record_id] = row
+            if record.record_id not in held:
+                try:
+                    row = kind.row(record.body, written_at)
+                except msgspec.DecodeError as error:
+                    raise ValueError(
+                        f"record {record.kind}/{record.record_id}: its body is "
+                        f"not a valid {record.kind} record: {error}"
+                    ) from error
+                held[record.record_id] = row
                 # By the row's key, which RETURNING gives back: the body's id
-                # field (SinkRecord.of makes record_id the same).
-                given[record.kind][row[KEYS[record.kind]]] = record
-        if not any(rows.values()):
+                # field or fields (SinkRecord.of makes record_id the same).
+                given.setdefault(record.kind, {})[kind.key(row)] = record
+        if not rows:
             return 0
         await self.ensure_schema()
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         fresh: list[SinkRecord] = []
         async with self._engine.begin() as conn:
-            for kind, table in TABLES.items():
-                if not rows[kind]:
+            for name, kind in self._kinds.items():
+                if name not in rows:
                     continue
-                key = next(iter(table.primary_key.columns))
-                statement = insert(table).on_conflict_do_nothing().returning(key)
-                result = await conn.execute(statement, list(rows[kind].values()))
-                fresh += [given[kind][row[0]] for row in result.all()]
+                statement = (
+                    insert(kind.table)
+                    .on_conflict_do_nothing()
+                    .returning(*kind.key_columns)
+                )
+                result = await conn.execute(statement, list(rows[name].values()))
+                fresh += [given[name][tuple(row)] for row in result.all()]
         # Reported once the transaction has committed: they are durable now.
         self._written(fresh)
         return len(fresh)
@@ -455,14 +588,126 @@ class SqlSink(Sink):
             await self._engine.dispose()
 
 
-async def check_schema(conn: AsyncConnection) -> None:
-    """The hook for schema-evolution checks (a later increment).
+_columns_codec = msgspec.json.Decoder(list[ModelColumn])
+_key_codec = msgspec.json.Decoder(list[str])
 
-    Called in the DDL transaction after the tables exist. It will compare the
-    database's columns with ``metadata`` (``SCHEMA_REVISION``) and refuse, or
-    migrate, a layout this code does not write; today every layout is this one.
+REBUILD = (
+    "Such a change cannot be applied to the rows already written: version the "
+    "table name (e.g. {name}_v2) to rebuild it under a new name, or restore "
+    "the model's earlier definition"
+)
+
+
+async def check_schema(
+    conn: AsyncConnection, models: Sequence[ModelRows], *, schema: str | None
+) -> None:
+    """Schema evolution of the model tables, at every start (dbt's
+    ``on_schema_change: fail``, plus new nullable columns).
+
+    Called in the DDL transaction. Compares each model's columns and key with
+    what ``model_tables`` says its table was made with: a new nullable column
+    is added (``ALTER TABLE ... ADD COLUMN``; its old rows hold NULL); a new
+    required column, a changed type or nullability, a removed column or a
+    changed key raise ``SchemaMismatch`` saying what changed and what to do.
+    Missing tables are created afterwards (``create_all``). The three record
+    tables are this code's own and always this layout (``SCHEMA_REVISION``).
     """
-    del conn
+    registered = {
+        row.name: row for row in (await conn.execute(select(model_tables))).all()
+    }
+    existing = set(
+        await conn.run_sync(lambda c: inspect(c).get_table_names(schema=schema))
+    )
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    quote = conn.dialect.identifier_preparer.quote
+    for model in models:
+        spec = model.spec
+        name = spec.name
+        columns_json = _encode(list(spec.columns)).decode()
+        key_json = _encode(list(spec.primary_key)).decode()
+        held = registered.get(name)
+        if held is None:
+            if name in existing:
+                found = await conn.run_sync(
+                    lambda c, n=name: [
+                        col["name"] for col in inspect(c).get_columns(n, schema=schema)
+                    ]
+                )
+                wanted = [c.name for c in spec.columns] + ["written_at"]
+                if set(found) != set(wanted):
+                    raise SchemaMismatch(
+                        f"model table {name}: the database has a table of that "
+                        f"name with columns {sorted(found)}, not the model's "
+                        f"{sorted(wanted)}, and no record of how it was made. "
+                        + REBUILD.format(name=name)
+                    )
+            await conn.execute(
+                insert(model_tables).on_conflict_do_nothing(),
+                {
+                    "name": name,
+                    "columns": columns_json,
+                    "key": key_json,
+                    "written_at": _now(),
+                },
+            )
+            continue
+        old_columns = {c.name: c for c in _columns_codec.decode(held.columns)}
+        old_key = _key_codec.decode(held.key)
+        new_columns = {c.name: c for c in spec.columns}
+        problems: list[str] = []
+        if old_key != list(spec.primary_key):
+            problems.append(
+                f"its key changed from ({', '.join(old_key)}) to "
+                f"({', '.join(spec.primary_key)})"
+            )
+        for column in old_columns.values():
+            now = new_columns.get(column.name)
+            if now is None:
+                problems.append(f"column {column.name} was removed")
+            elif (now.type, now.nullable) != (column.type, column.nullable):
+                problems.append(
+                    f"column {column.name} changed type from {_shown(column)} "
+                    f"to {_shown(now)}"
+                )
+        added = [c for c in spec.columns if c.name not in old_columns]
+        for column in added:
+            if not column.nullable:
+                problems.append(
+                    f"new column {column.name} ({_shown(column)}) is required: "
+                    "the rows already written have no value for it; make it "
+                    f"optional with a default ({column.name}: ... | None = None)"
+                )
+        if problems:
+            raise SchemaMismatch(
+                f"model table {name} cannot be written as the model declares "
+                f"it: {'; '.join(problems)}. " + REBUILD.format(name=name)
+            )
+        if not added:
+            continue
+        if name in existing:
+            table = quote(name) if schema is None else f"{quote(schema)}.{quote(name)}"
+            for column in added:
+                sql_type = model.table.c[column.name].type.compile(conn.dialect)
+                await conn.execute(
+                    text(
+                        f"ALTER TABLE {table} ADD COLUMN {quote(column.name)} "
+                        f"{sql_type}"
+                    )
+                )
+            log.info(
+                "model table evolved",
+                table=name,
+                added=[c.name for c in added],
+            )
+        await conn.execute(
+            model_tables.update()
+            .where(model_tables.c.name == name)
+            .values(columns=columns_json, key=key_json, written_at=_now())
+        )
+
+
+def _shown(column: ModelColumn) -> str:
+    return f"{column.type}{' or null' if column.nullable else ''}"
 
 
 async def _to_thread_mkdir(directory: Path) -> None:

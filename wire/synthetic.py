@@ -44,6 +44,10 @@ class WorkloadSpec:
     run: str = ""
     # Share of all jobs that belong to tenant-000 (the rest round-robin).
     hot_share: float = 0.0
+    # Every Nth job (0: none; jobs N-1, 2N-1, ...) has one detection whose
+    # score is out of range (1.25) in its first ``detect`` part: the example
+    # model's range test (``actors.models:detections``) dead-letters that row.
+    faulty_every: int = 25
 
 
 @dataclass
@@ -53,13 +57,25 @@ class Expected:
     # job key "{tenant}/{job}" -> analysis type -> payload JSON bytes per part
     payloads: dict[str, dict[str, list[bytes]]] = field(default_factory=dict)
     dead_letters: int = 0
+    # Job keys whose ``detect`` part 0 holds one detection (index 0) with a
+    # score out of range: one dead letter each under the detections model.
+    faulty: list[str] = field(default_factory=list)
 
     def events(self, key: str) -> int:
         return 1 + sum(len(p) for p in self.payloads[key].values())
 
 
-def payload(rng: random.Random, analysis_type: str, size: int) -> bytes:
-    """An analysis payload of roughly ``size`` bytes of JSON."""
+FAULTY_SCORE = 1.25
+
+
+def payload(
+    rng: random.Random, analysis_type: str, size: int, *, faulty: bool = False
+) -> bytes:
+    """An analysis payload of roughly ``size`` bytes of JSON.
+
+    ``faulty`` sets the first detection's score to ``FAULTY_SCORE`` (out of
+    the range ``[0, 1]``), drawing the same random numbers as without it.
+    """
     body: dict[str, object] = {"model": f"{analysis_type}-v{rng.randint(1, 4)}"}
     detections = []
     while len(_json.encode(body)) + 120 < size:
@@ -71,6 +87,8 @@ def payload(rng: random.Random, analysis_type: str, size: int) -> bytes:
             }
         )
         body["detections"] = detections
+    if faulty and detections:
+        detections[0]["score"] = FAULTY_SCORE
     body["text"] = " ".join(rng.choice(WORDS) for _ in range(8))
     return _json.encode(body)
 
@@ -149,10 +167,15 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
         )
         results = []
         expected.payloads[key] = {}
+        every = spec.faulty_every
+        faulty_job = bool(every) and j % every == every - 1
         for analysis_type in types:
             parts = []
             for part in range(spec.parts):
-                body = payload(rng, analysis_type, spec.payload_bytes)
+                faulty = faulty_job and analysis_type == "detect" and part == 0
+                body = payload(rng, analysis_type, spec.payload_bytes, faulty=faulty)
+                if faulty and b'"detections"' in body:
+                    expected.faulty.append(key)
                 parts.append(body)
                 results.append(
                     b'{"type":"analysis.result","event_id":"%s","tenant_id":"%s",'

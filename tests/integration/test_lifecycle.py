@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from tests.support.records import file_records
 from tests.support.scenario import SCENARIO_CONFIG, run_scenario, running_workers
 
@@ -82,6 +84,27 @@ async def test_scenario_covers_every_path_and_writes_exactly_the_expected_record
         "jobs_timed_out": 0,
         "jobs_amended": 0,
         "events": 3 + 12 * 2,
+    }
+
+    # job_parts (on by default): each result version's parts under its own
+    # result_id, the timed-out j2/1 with its one part, the amended j2/2 both.
+    parts = [
+        msgspec.json.decode(line)
+        for line in (tmp_path / "job_parts.jsonl").read_bytes().splitlines()
+    ]
+    j2_parts = sorted(
+        (p["result_id"], p["version"], p["part"]) for p in parts if p["job_id"] == "j2"
+    )
+    assert j2_parts == [("acme/j2/1", 1, 0), ("acme/j2/2", 2, 0), ("acme/j2/2", 2, 1)]
+    assert len(parts) == 3 + 3 + 2 + 12  # j1, j2 (two versions), j3, m0..m11
+    assert {
+        (p["result_id"], p["analysis_type"], p["part"]): p["payload"]
+        for p in parts
+        if p["job_id"] == "j1"
+    } == {
+        ("acme/j1/1", "caption", 0): {"label": "caption-0", "score": 0.5},
+        ("acme/j1/1", "detect", 0): {"label": "detect-0", "score": 0.5},
+        ("acme/j1/1", "detect", 1): {"label": "detect-1", "score": 0.6},
     }
 
 

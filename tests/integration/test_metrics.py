@@ -117,6 +117,10 @@ async def test_metrics_match_what_senders_were_told_and_what_the_sink_holds(
     assert emitted["rejected"] > 0
     # Every record the sink holds, once, by kind and status.
     held = Counter((r["type"], r.get("status", "")) for r in records)
+    # The built-in job_parts model's rows: one per part received.
+    parts = (out / "job_parts.jsonl").read_bytes().splitlines()
+    assert len(parts) == spec.jobs * spec.types * spec.parts + 1
+    held[("job_parts", "")] = len(parts)
     written = {
         (dict(ls)["kind"], dict(ls)["status"]): v
         for (n, ls), v in worker.items()

@@ -5,6 +5,10 @@ should have produced."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,12 +16,14 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
+from actors.models import EXAMPLE, detections, job_parts
 from sinks.sql import SqlSink
 from tests.support.audit import audit
 from tests.support.polling import wait_until
-from tests.support.processes import run_script
-from tests.support.sql import as_dicts, read_tables, sql_progress
+from tests.support.processes import ROOT, run_script
+from tests.support.sql import as_dicts, read_model_rows, read_tables, sql_progress
 from tests.support.temporal import address_of
+from wire.models import ModelTable
 from wire.synthetic import WorkloadSpec, generate
 
 SPEC = WorkloadSpec(
@@ -86,3 +92,56 @@ async def test_a_workload_lands_in_the_tables_once_per_job(
                 await conn.execute(text(f"SELECT count(*) FROM {table}"))
             ).scalar()
     assert current == SPEC.jobs
+    # The built-in job_parts model: one row per part, in the table and its view.
+    rows = (await read_model_rows(url, [job_parts.table]))["job_parts"]
+    assert Counter((r["tenant_id"], r["job_id"]) for r in rows) == Counter(
+        {tuple(key.split("/")): SPEC.types * SPEC.parts for key in expected.payloads}
+    )
+    for r in rows:
+        want = expected.payloads[f"{r['tenant_id']}/{r['job_id']}"]
+        assert r["payload"] == msgspec.json.decode(want[r["analysis_type"]][r["part"]])
+    async with SqlSink(url) as sink:
+        view = "job_parts_current"
+        if sink.schema:
+            view = f'"{sink.schema}".{view}'
+        async with sink.engine.connect() as conn:
+            query = text(f"SELECT count(*) FROM {view}")
+            in_view = (await conn.execute(query)).scalar()
+    assert in_view == len(rows)
+
+
+def test_a_worker_refuses_to_start_on_a_model_table_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    """The database's detections table was made with another key: the worker
+    says what changed and exits before it connects (no server is needed)."""
+    url = f"sqlite:{tmp_path}/eventflow.db"
+    other = ModelTable("detections", detections.row, ("part",))
+
+    async def make() -> None:
+        async with SqlSink(url, tables=[other]) as sink:
+            await sink.prepare()
+
+    asyncio.run(make())
+
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "script.worker",
+            *("--sink", url, "--model", EXAMPLE, "--connect-timeout", "1"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert refused.returncode == 1
+    assert "cannot start" in refused.stderr
+    assert "model table detections" in refused.stderr
+    assert "its key changed from (result_id, part) to (result_id, part, index)" in (
+        refused.stderr
+    )
+    assert "detections_v2" in refused.stderr

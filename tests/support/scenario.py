@@ -16,6 +16,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from actors.models import load_models
 from actors.pipelines import collected
 from actors.rules.job import JobSettings
 from actors.rules.tenant import TenantSettings
@@ -23,7 +24,7 @@ from actors.settings import WorkerConfig
 from ingress.sender import EventSender
 from runtime.retire import retire_proxy
 from runtime.worker import build_workers
-from sinks import FileSink
+from sinks import FileSink, open_sink
 from tests.support.events import opened, part
 
 SHARDS = 2
@@ -31,13 +32,23 @@ SHARDS = 2
 
 @asynccontextmanager
 async def running_workers(
-    client: Client, out: Path, config: WorkerConfig
+    client: Client, out: Path, config: WorkerConfig, *, sink_url: str | None = None
 ) -> AsyncIterator[None]:
-    sink = FileSink(out)
+    """The workers of ``config`` (its models included) writing to ``out``, a
+    file sink, or to the sink ``sink_url`` names."""
+    models = load_models(config.models, job_parts=config.job_parts)
+    tables = [m.table for m in models]
+    sink = (
+        FileSink(out, tables=tables)
+        if sink_url is None
+        else open_sink(sink_url, tables=tables)
+    )
+    await sink.prepare()
     workers = build_workers(
         client,
         config=config,
         sink=sink,
+        models=models,
         pipeline=collected,
         shards=range(config.shards),
         strict=True,  # the sandbox polices the workflow modules here

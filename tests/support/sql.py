@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 from sqlalchemy import literal_column, select
 
 from sinks.sql import TABLES, SqlSink, record_from_row
 from tests.support.records import Progress
+from wire.models import ModelTable
 from wire.records import Record
 from wire.synthetic import Expected
 
@@ -54,3 +58,29 @@ async def sql_progress(url: str) -> Progress:
         dead_letters=len(held["dead_letter"]),
         jobs_completed=sum(s.jobs_completed for s in held["tenant.summary"]),
     )
+
+
+async def read_model_rows(
+    url: str, tables: Sequence[ModelTable]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every row of each model table (without ``written_at``), in insertion
+    order, as the JSON its body held: times as RFC 3339 text, JSON decoded."""
+    sink = SqlSink(url, tables=tables)
+    try:
+        await sink.ensure_schema()
+        order = literal_column("ctid" if sink.dialect == "postgresql" else "rowid")
+        held: dict[str, list[dict[str, Any]]] = {}
+        async with sink.engine.connect() as conn:
+            for model in sink.models:
+                rows = await conn.execute(select(model.table).order_by(order))
+                held[model.spec.name] = [
+                    {
+                        str(k): v
+                        for k, v in row._mapping.items()
+                        if str(k) != "written_at"
+                    }
+                    for row in rows
+                ]
+        return held
+    finally:
+        await sink.close()

@@ -153,6 +153,8 @@ WORKER = {
     "--shard": ((), "all"),
     "--sink": (("EVENTFLOW_SINK",), "file:./data/out"),
     "--pipeline": (("EVENTFLOW_PIPELINE",), "actors.pipelines:collected"),
+    "--model": (("EVENTFLOW_MODELS",), ()),
+    "--no-job-parts": (("EVENTFLOW_NO_JOB_PARTS",), False),
     "--job-deadline": (("EVENTFLOW_JOB_DEADLINE_S",), 3600),
     "--job-linger": (("EVENTFLOW_JOB_LINGER_S",), 3600),
     "--summary-interval": (("EVENTFLOW_SUMMARY_INTERVAL_S",), 60),
@@ -267,6 +269,36 @@ def test_the_worker_config_takes_flags_and_environment() -> None:
     assert config.job.continue_as_new_after == 500
     assert config.tenant.continue_as_new_after == 500
     assert config.proxy_continue_as_new_after == 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class Many:
+    names: tuple[str, ...] = option(
+        (), flag="--name", env="APP_NAMES", many=True, help="names"
+    )
+
+
+def test_a_many_option_repeats_its_flag_or_splits_its_variable_on_commas() -> None:
+    environ = {"APP_NAMES": "a:x, b:y,,"}
+    assert build([], {}, Many).names == ()
+    assert build([], environ, Many).names == ("a:x", "b:y")
+    assert build(["--name", "c:z", "--name", "d:w"], environ, Many).names == (
+        "c:z",
+        "d:w",
+    )
+
+
+def test_the_worker_takes_models_and_job_parts_is_on_by_default() -> None:
+    default = build([], {}, WorkerSettings).worker_config()
+    assert (default.models, default.job_parts) == ((), True)
+    config = build(
+        ["--model", "actors.models:detections", "--no-job-parts"], {}, WorkerSettings
+    ).worker_config()
+    assert (config.models, config.job_parts) == (("actors.models:detections",), False)
+    from_env = build(
+        [], {"EVENTFLOW_MODELS": "a.b:c,d.e:f"}, WorkerSettings
+    ).worker_config()
+    assert from_env.models == ("a.b:c", "d.e:f")
 
 
 def test_the_consumer_takes_the_workers_sink_only_when_it_is_a_redis_url() -> None:
