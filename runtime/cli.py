@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from actors.models import EXAMPLE as EXAMPLE_MODEL
 from actors.routing import DEFAULT_SHARDS
 from runtime import tracing
 from runtime.logging import DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, configure_logging
@@ -27,6 +28,8 @@ __all__ = [
     "log_level_option",
     "metrics_host_option",
     "metrics_port_option",
+    "models_option",
+    "no_job_parts_option",
     "positive_int",
     "shards_option",
     "start_tracing",
@@ -106,6 +109,31 @@ def metrics_host_option() -> Any:
         env="EVENTFLOW_METRICS_HOST",
         metavar="HOST",
         help="address the metrics endpoint listens on (0.0.0.0 for every interface)",
+    )
+
+
+def models_option() -> Any:
+    """``--model``: the models whose tables each result version fills."""
+    return option(
+        (),
+        flag="--model",
+        env="EVENTFLOW_MODELS",
+        metavar="MODULE:NAME",
+        many=True,
+        shown_default="none besides job_parts",
+        help="a model: a table of rows each result version becomes "
+        "(repeatable; the variable takes a comma-separated list), e.g. "
+        f"{EXAMPLE_MODEL}",
+    )
+
+
+def no_job_parts_option() -> Any:
+    """``--no-job-parts``: leave out the built-in model."""
+    return option(
+        False,
+        flag="--no-job-parts",
+        env="EVENTFLOW_NO_JOB_PARTS",
+        help="do not write the built-in job_parts table (one row per part)",
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.models import EXAMPLE as EXAMPLE_MODEL
 from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
 from actors.rules.proxy import DEFAULT_HOLD_S
@@ -18,6 +17,8 @@ from runtime.cli import (
     log_level_option,
     metrics_host_option,
     metrics_port_option,
+    models_option,
+    no_job_parts_option,
     shards_option,
 )
 from runtime.settings import option, positive_int
@@ -55,23 +56,8 @@ class WorkerSettings:
         metavar="MODULE:FUNCTION",
         help="the function turning a job's parts into its record's analyses",
     )
-    models: tuple[str, ...] = option(
-        (),
-        flag="--model",
-        env="EVENTFLOW_MODELS",
-        metavar="MODULE:NAME",
-        many=True,
-        shown_default="none besides job_parts",
-        help="a model: a table of rows each result version becomes "
-        "(repeatable; the variable takes a comma-separated list), e.g. "
-        f"{EXAMPLE_MODEL}",
-    )
-    no_job_parts: bool = option(
-        False,
-        flag="--no-job-parts",
-        env="EVENTFLOW_NO_JOB_PARTS",
-        help="do not write the built-in job_parts table (one row per part)",
-    )
+    models: tuple[str, ...] = models_option()
+    no_job_parts: bool = no_job_parts_option()
     job_deadline: float = option(
         DEFAULT_DEADLINE_S,
         flag="--job-deadline",

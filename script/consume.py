@@ -1,13 +1,18 @@
-"""Print or save the records the Redis stream sink holds.
+"""Print, save or load into another sink the records the Redis stream sink holds.
 
     python -m script.consume --from redis://localhost:6379/0
     python -m script.consume --from redis://localhost:6379/0 --out out.jsonl --follow
+    python -m script.consume --from redis://localhost:6379/0 --follow \
+        --to postgresql://eventflow@db:5432/results
 
 Each record comes out as one JSON line, the same bytes the file sink writes.
-Records are acknowledged in the consumer group only after they are written
-(and, with ``--out``, fsynced): a consumer that dies leaves its records pending
-and the next one takes them over (``--min-idle-ms``). Logs go to stderr;
-stdout carries only records.
+With ``--to``, records and the model tables' rows (``--model``, as the workers
+were given, and the built-in ``job_parts``) go into that sink instead, exactly
+once per record id. Records are acknowledged in the consumer group only after
+they are written (and, with ``--out``, fsynced; with ``--to``, committed): a
+consumer that dies leaves its records pending and the next one takes them
+over (``--min-idle-ms``), and the sink skips what it already holds. Logs go to
+stderr; stdout carries only records.
 """
 
 from __future__ import annotations
@@ -27,10 +32,21 @@ import structlog
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from redis.exceptions import RedisError
 
-from runtime.cli import SINK_ENV, configure_logging, log_level_option
+from actors.models import load_models
+from runtime.cli import (
+    SINK_ENV,
+    configure_logging,
+    log_level_option,
+    models_option,
+    no_job_parts_option,
+)
 from runtime.settings import add_options, from_args, option
-from sinks.consumer import StreamConsumer
+from sinks import Sink, open_sink
+from sinks.base import known_kinds
+from sinks.consumer import StreamConsumer, StreamEntry
 from sinks.redis_streams import redact_url
+from sinks.sql import SchemaMismatch
+from wire.records import RECORD_KINDS
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +90,19 @@ class ConsumeSettings:
         shown_default="stdout",
         help="append records to this file instead of stdout",
     )
+    to: str | None = option(
+        None,
+        flag="--to",
+        env="EVENTFLOW_CONSUME_TO",
+        parse=str,
+        show=redact_url,
+        repr=False,
+        metavar="URL",
+        help="write into this sink (any worker sink URL: postgresql://, "
+        "sqlite:, file:, redis://) instead of printing",
+    )
+    models: tuple[str, ...] = models_option()
+    no_job_parts: bool = no_job_parts_option()
     follow: bool = option(
         False, flag="--follow", help="keep waiting for new records until stopped"
     )
@@ -101,15 +130,21 @@ def _parse_args(argv: Sequence[str] | None) -> ConsumeSettings:
         )
     if settings.min_idle_ms < 0:
         parser.error("--min-idle-ms must be >= 0")
+    if settings.to is not None and settings.out is not None:
+        parser.error("--to and --out are alternatives: give one")
     return settings
 
 
 class _StdoutOutput:
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(_write_stdout, data)
+    async def write(self, entries: list[StreamEntry]) -> None:
+        await asyncio.to_thread(_write_stdout, _lines(entries))
 
     async def close(self) -> None:
         pass
+
+
+def _lines(entries: list[StreamEntry]) -> bytes:
+    return b"".join(entry.record + b"\n" for entry in entries)
 
 
 def _write_stdout(data: bytes) -> None:
@@ -121,13 +156,50 @@ class _FileOutput:
     def __init__(self, file: AsyncBufferedIOBase) -> None:
         self._file = file
 
-    async def write(self, data: bytes) -> None:
-        await self._file.write(data)
+    async def write(self, entries: list[StreamEntry]) -> None:
+        await self._file.write(_lines(entries))
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
 
     async def close(self) -> None:
         await self._file.close()
+
+
+class _SinkOutput:
+    """Into another sink: exactly once per record id, so entries read again
+    after a crash (never acknowledged) are skipped there."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+
+    async def write(self, entries: list[StreamEntry]) -> None:
+        await self._sink.write([entry.as_sink_record() for entry in entries])
+
+    async def close(self) -> None:
+        await self._sink.close()
+
+
+Output = _StdoutOutput | _FileOutput | _SinkOutput
+
+
+async def _open_output(args: ConsumeSettings) -> tuple[Output, list[str]]:
+    """Where records go, and the kinds (streams) to read for it."""
+    if args.to is None:
+        output = (
+            _FileOutput(await aiofiles.open(args.out, "ab"))
+            if args.out
+            else _StdoutOutput()
+        )
+        return output, list(RECORD_KINDS)
+    models = load_models(args.models, job_parts=not args.no_job_parts)
+    tables = [m.table for m in models]
+    sink = open_sink(args.to, tables=tables)
+    try:
+        await sink.prepare()
+    except BaseException:
+        await sink.close()
+        raise
+    return _SinkOutput(sink), list(known_kinds(tables))
 
 
 def _handle_signals(consumer: StreamConsumer) -> None:
@@ -151,32 +223,34 @@ def _handle_signals(consumer: StreamConsumer) -> None:
 
 
 async def _consume(args: ConsumeSettings) -> int:
+    assert args.url is not None  # _parse_args saw to it
+    try:
+        output, kinds = await _open_output(args)
+    except (ValueError, OSError, SchemaMismatch) as error:
+        log.error("cannot write there", to=redact_url(args.to or ""), error=str(error))
+        return 2
     client = aioredis.from_url(args.url)
     consumer = StreamConsumer(
         client,
         prefix=args.prefix,
         group=args.group,
         consumer_name=args.consumer,
+        kinds=kinds,
         min_idle_ms=args.min_idle_ms,
     )
     _handle_signals(consumer)
-    output: _StdoutOutput | _FileOutput = (
-        _FileOutput(await aiofiles.open(args.out, "ab"))
-        if args.out
-        else _StdoutOutput()
-    )
     log.info(
         "consuming",
         url=redact_url(args.url),
         group=args.group,
         consumer=args.consumer,
-        out=args.out or "-",
+        out=redact_url(args.to) if args.to else args.out or "-",
         follow=args.follow,
     )
     total = 0
     try:
         async for batch in consumer.batches(follow=args.follow):
-            await output.write(b"".join(entry.record + b"\n" for entry in batch))
+            await output.write(batch)
             # Only now are the records stored; acking earlier could lose them.
             await consumer.ack(batch[0].stream, [entry.entry_id for entry in batch])
             total += len(batch)
@@ -187,6 +261,13 @@ async def _consume(args: ConsumeSettings) -> int:
         log.warning("stdout closed; stopping", records=total)
     except RedisError as error:
         log.error("redis failed", error=str(error), records=total)
+        return 1
+    except Exception as error:  # the sink written to (it retries inside first)
+        log.error(
+            "write failed; the batch in hand stays pending for the next consumer",
+            error=f"{type(error).__name__}: {error}"[:500],
+            records=total,
+        )
         return 1
     finally:
         await output.close()

@@ -18,7 +18,8 @@ import structlog
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sinks.redis_streams import RECORD_FIELD, stream_key
+from sinks.base import SinkRecord
+from sinks.redis_streams import ID_FIELD, RECORD_FIELD, stream_key
 from wire.records import RECORD_KINDS
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,12 @@ class StreamEntry(NamedTuple):
     stream: str
     entry_id: str
     record: bytes  # the JSON record, exactly as the sink stored it
+    kind: str = ""  # the record kind or model table the stream holds
+    record_id: str = ""  # the record's id, as the sink keyed it
+
+    def as_sink_record(self) -> SinkRecord:
+        """The entry as the sinks take it: written once per record id."""
+        return SinkRecord(self.kind, self.record_id, self.record)
 
 
 class StreamConsumer:
@@ -73,7 +80,8 @@ class StreamConsumer:
         self._client = client
         self._group = group
         self._consumer = consumer_name
-        self._streams = [stream_key(prefix, kind) for kind in kinds]
+        self._kinds = {stream_key(prefix, kind): kind for kind in kinds}
+        self._streams = list(self._kinds)
         self._min_idle_ms = min_idle_ms
         self._count = count
         self._block_ms = block_ms
@@ -251,7 +259,16 @@ class StreamConsumer:
                 )
                 foreign.append(_text(entry_id))
                 continue
-            entries.append(StreamEntry(stream, _text(entry_id), record))
+            record_id = _field(fields, ID_FIELD)
+            entries.append(
+                StreamEntry(
+                    stream,
+                    _text(entry_id),
+                    record,
+                    self._kinds.get(stream, ""),
+                    "" if record_id is None else _text(record_id),
+                )
+            )
         await self.ack(stream, foreign)
         return entries
 
