@@ -12,9 +12,12 @@ file sink. Measured per run:
 * peak worker RSS; history bytes per event (every workflow run on the server).
 
 In the same invocation: a calibration (single-event update-with-start
-deliveries per second, the machine's ceiling for unbatched work), and the
-naive baseline (one update-with-start per event to a per-job workflow, default
-JSON converter, no batching: ``bench/naive.py``).
+deliveries per second, the machine's ceiling for unbatched work), the floor
+(what each Temporal primitive a job could start or be fed with does with a
+trivial workflow: ``bench/floor.py``; every workload's jobs/s is shown as a
+share of the fastest), and the naive baseline (one update-with-start per
+event to a per-job workflow, default JSON converter, no batching:
+``bench/naive.py``).
 
 ``--quick`` runs small versions of everything in about a minute; ``--json``
 prints the results as JSON; ``--chart PATH`` writes the PNG chart.
@@ -44,6 +47,7 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from bench.floor import fastest, measure_floor
 from bench.naive import (
     NAIVE_TASK_QUEUE,
     CalibrationWorkflow,
@@ -460,6 +464,15 @@ async def run_calibration(seconds: float, concurrency: int = 100) -> dict[str, o
     }
 
 
+async def run_floor(count: int, primitives: list[str] | None = None) -> dict:
+    """``bench.floor`` on a dev server of its own (no worker processes: the
+    floor's worker runs in this process)."""
+    with stack(lambda root: []) as s:
+        return await measure_floor(
+            s.address, s.server.pid, count=count, primitives=primitives
+        )
+
+
 async def serve_naive(path: str) -> None:
     """The baseline's worker process (``--serve-naive FILE``)."""
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
@@ -497,6 +510,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
     step("calibration")
     results["calibration"] = await run_calibration(3 if args.quick else 10)
+    step("floor: the Temporal primitives on trivial workflows")
+    results["floor"] = await run_floor(150 if args.quick else 1500)
+    console.log(results["floor"])
     for name in args.workloads:
         spec = WORKLOADS[name]
         step(f"{name}: {jobs(spec.jobs)} jobs")
@@ -535,24 +551,41 @@ def markdown(results: dict[str, object]) -> str:
     """A table of every figure, with ratios to the baseline and targets."""
     base = results["baseline"]["events_per_min"]  # type: ignore[index]
     ceiling = results["calibration"]["deliveries_per_s"]  # type: ignore[index]
+    floor = results.get("floor")
+    floor_rate = fastest(floor)[1] if isinstance(floor, dict) and floor else None
     rows = [
-        "| run | events | events/min | x baseline | events per delivery | "
-        "p50 s | p95 s | p99 s | worker CPU s/1k | server CPU s/1k | "
-        "peak worker RSS MiB | history B/event |",
+        "| run | events | events/min | x baseline | jobs/s | share of floor | "
+        "events per delivery | p50 s | p95 s | p99 s | worker CPU s/1k | "
+        "server CPU s/1k | peak worker RSS MiB | history B/event |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |",
+        "| ---: | ---: | ---: |",
     ]
     for name, r in results.items():
         if not isinstance(r, dict) or "events_per_min" not in r:
             continue
         rate = r["events_per_min"]
+        jobs_s = r["results"] / r["seconds"] if r["seconds"] else 0.0
+        share = f"{jobs_s / floor_rate:.0%}" if floor_rate else ""
         rows.append(
             f"| {name} | {r['events']:,} | {rate:,} | {rate / base:.1f} | "
+            f"{jobs_s:.1f} | {share} | "
             f"{rate / 60 / ceiling:.1f} | {r['p50_s']} | {r['p95_s']} | "
             f"{r['p99_s']} | {r['worker_cpu_s_per_1k']} | "
             f"{r['server_cpu_s_per_1k']} | {r['peak_worker_rss_mib']} | "
             f"{r.get('history_bytes_per_event', '')} |"
         )
+    if floor_rate:
+        rows += [
+            "",
+            "| primitive (trivial workflow) | workflows/s | server CPU ms each | "
+            "caller+worker CPU ms each |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for name, f in floor.items():  # type: ignore[union-attr]
+            rows.append(
+                f"| {name} | {f['workflows_per_s']} | {f['server_cpu_ms_each']} | "
+                f"{f['caller_and_worker_cpu_ms_each']} |"
+            )
     return "\n".join(rows)
 
 

@@ -3,12 +3,16 @@ unnoticed. Figures are not asserted: timings belong in BENCHMARKS.md."""
 
 from __future__ import annotations
 
-from bench.run import WORKLOADS, markdown, run_naive, run_pipeline, sized
+from bench.floor import PRIMITIVES
+from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
 
 
 async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     pipeline = await run_pipeline(sized(WORKLOADS["burst"], 10, "smoke"))
     baseline = await run_naive(sized(WORKLOADS["burst"], 3, "smoke"))
+    floor = await run_floor(5)
+    assert set(floor) == set(PRIMITIVES)
+    assert all(f["workflows_per_s"] > 0 for f in floor.values())
     assert pipeline["results"] == 10
     assert baseline["results"] == 3
     for figures in (pipeline, baseline):
@@ -18,9 +22,11 @@ async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     table = markdown(
         {
             "calibration": {"deliveries_per_s": 100.0},
+            "floor": floor,
             "burst": pipeline,
             "baseline": baseline,
         }
     )
     assert "| burst |" in table
     assert "| baseline |" in table
+    assert "| start-eager |" in table
