@@ -7,6 +7,10 @@ already held). Records are built and encoded before the clock starts; their
 ``analyses`` are the default pipeline's shape over synthetic payloads of about
 ``--payload-bytes`` each (``wire.synthetic.payload``).
 
+With ``--rows job_parts`` the batches hold rows of the built-in ``job_parts``
+model instead (one per part; the payload as its raw JSON), as the workers
+write them beside each result.
+
 It prints one JSON report on stdout: records per second for the first writes
 and for the retries, over the wall time from the start signal to the last
 writer's end, and each writer's own rate.
@@ -24,6 +28,7 @@ from multiprocessing.synchronize import Barrier
 
 import msgspec
 
+from actors.models import JobPart, job_parts
 from runtime.cli import configure_logging, positive_int
 from sinks import SinkRecord, open_sink, redact_url
 from wire.records import JobResult
@@ -39,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=positive_int, default=20)
     p.add_argument("--batch", type=positive_int, default=500)
     p.add_argument("--payload-bytes", type=positive_int, default=400)
+    p.add_argument(
+        "--rows",
+        choices=("job_parts",),
+        default=None,
+        help="write this model's rows instead of job.result records",
+    )
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
 
@@ -78,9 +89,36 @@ def records(writer: int, batches: int, batch: int, size: int) -> list[SinkRecord
     return made
 
 
-async def _write(url: str, batches: list[list[SinkRecord]], start: Barrier) -> dict:
-    sink = open_sink(url)
+def part_rows(writer: int, batches: int, batch: int, size: int) -> list[SinkRecord]:
+    """Writer ``writer``'s ``job_parts`` rows: 3 types x 2 parts per job."""
+    rng = random.Random(writer)
+    made = []
+    for n in range(batches * batch):
+        job, kind, part = f"w{writer}-job-{n // 6}", _TYPES[n % 6 // 2], n % 2
+        system = {
+            "result_id": f"t{n % 10}/{job}/1",
+            "tenant_id": f"t{n % 10}",
+            "job_id": job,
+            "version": 1,
+        }
+        row = JobPart(
+            analysis_type=kind,
+            part=part,
+            parts=2,
+            event_id=f"{job}-{kind}-{part}",
+            payload=msgspec.Raw(payload(rng, kind, size)),
+        )
+        record_id, body = job_parts.table.check(row, system)
+        made.append(SinkRecord(job_parts.name, record_id, body))
+    return made
+
+
+async def _write(
+    url: str, batches: list[list[SinkRecord]], start: Barrier, *, rows: bool
+) -> dict:
+    sink = open_sink(url, tables=[job_parts.table] if rows else ())
     try:
+        await sink.prepare()
         # Tables created and a connection open before the clock starts.
         await sink.write(batches[0][:1])
         start.wait()
@@ -98,9 +136,11 @@ async def _write(url: str, batches: list[list[SinkRecord]], start: Barrier) -> d
 
 def _writer(args: argparse.Namespace, writer: int, start: Barrier, out: object) -> None:
     configure_logging(args.log_level)
-    made = records(writer, args.batches, args.batch, args.payload_bytes)
+    build = part_rows if args.rows else records
+    made = build(writer, args.batches, args.batch, args.payload_bytes)
     batches = [made[i : i + args.batch] for i in range(0, len(made), args.batch)]
-    out.put(asyncio.run(_write(args.sink, batches, start)))  # type: ignore[attr-defined]
+    written = asyncio.run(_write(args.sink, batches, start, rows=bool(args.rows)))
+    out.put(written)  # type: ignore[attr-defined]
 
 
 def main(args: argparse.Namespace) -> dict[str, object]:
@@ -128,6 +168,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     new = sum(r["new"] for r in reports) + args.writers
     return {
         "sink": redact_url(args.sink),
+        "kind": args.rows or "job.result",
         "writers": args.writers,
         "batch": args.batch,
         "records": total,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.floor import PRIMITIVES
 from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
+from bench.sink_write import main, parse_args
 
 
 async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
@@ -30,3 +31,15 @@ async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     assert "| burst |" in table
     assert "| baseline |" in table
     assert "| start-eager |" in table
+
+
+def test_sink_write_measures_records_and_model_rows(tmp_path) -> None:
+    for kind in ([], ["--rows", "job_parts"]):
+        url = f"sqlite:{tmp_path}/{len(kind)}.db"
+        args = parse_args(
+            ["--sink", url, "--writers", "2", "--batches", "2", "--batch", "30", *kind]
+        )
+        report = main(args)
+        assert report["ok"], report
+        assert report["new"] == report["records"] == 120
+        assert report["kind"] == (kind[1] if kind else "job.result")
