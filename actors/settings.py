@@ -30,7 +30,8 @@ class WorkerConfig:
     """Everything a worker process needs to know, from flags and environment."""
 
     shards: int = DEFAULT_SHARDS
-    sink: str = DEFAULT_SINK
+    # Every record goes to each (``sinks.fanout``).
+    sinks: tuple[str, ...] = (DEFAULT_SINK,)
     pipeline: str = DEFAULT_PIPELINE
     # Models (``module:name``) besides the built-in job_parts, which is on
     # unless job_parts is false (``actors.models``).

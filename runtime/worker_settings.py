@@ -25,6 +25,12 @@ from runtime.settings import option, positive_int
 from sinks import redact_url
 
 
+def show_sinks(value: str | tuple[str, ...]) -> str:
+    """Sink URLs as ``--help`` and errors show them: passwords redacted."""
+    urls = value.split(",") if isinstance(value, str) else value
+    return ", ".join(redact_url(url.strip()) for url in urls)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
     """What ``python -m script.worker`` is told."""
@@ -36,17 +42,21 @@ class WorkerSettings:
         metavar="N|N,N,...|all",
         help="the shard(s) this process serves",
     )
-    sink: str = option(
-        DEFAULT_SINK,
+    sinks: tuple[str, ...] = option(
+        (DEFAULT_SINK,),
         flag="--sink",
         metavar="URL",
         env=SINK_ENV,
+        many=True,
         # Shown redacted: it may carry a password.
-        show=redact_url,
+        show=show_sinks,
+        shown_default=DEFAULT_SINK,
         repr=False,
         help=(
             "file:DIR, redis://[:password@]host:port/db, rediss://..., "
-            "postgresql://user[:password]@host:port/db[?schema=NAME] or sqlite:PATH"
+            "postgresql://user[:password]@host:port/db[?schema=NAME] or "
+            "sqlite:PATH; repeatable (the variable takes a comma-separated "
+            "list): every record goes to each"
         ),
     )
     pipeline: str = option(
@@ -114,7 +124,7 @@ class WorkerSettings:
         """The value the activities and proxies are tuned by."""
         return WorkerConfig(
             shards=self.shards,
-            sink=self.sink,
+            sinks=self.sinks,
             pipeline=self.pipeline,
             models=self.models,
             job_parts=not self.no_job_parts,

@@ -2,9 +2,10 @@
 
 Starts the Temporal dev server (file-backed, under ./data/) with its web UI
 and the codec server that shows the UI readable payloads, a worker for all
-shards writing JSON Lines to ./data/out, sends a generated workload through
-``script.emit``, waits for every job's result, prints what was produced and
-where, then stops what it started. With TEMPORAL_ADDRESS set it uses that
+shards writing JSON Lines to ./data/out and tables to the SQLite database
+./data/eventflow.db, sends a generated workload through ``script.emit``, waits
+for every job's result, prints what was produced and where, and a query of the
+tables, then stops what it started. With TEMPORAL_ADDRESS set it uses that
 server instead of starting one.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -59,6 +61,31 @@ def results_of_run(out: Path, run: str) -> Counter[str]:
     return counts
 
 
+# What a user would ask the tables first (README, "Results as tables").
+STATUS_QUERY = """
+SELECT status, count(*) FROM jobs_current WHERE job_id LIKE ? || '%'
+GROUP BY status ORDER BY count(*) DESC
+"""
+DETECTIONS_QUERY = """
+SELECT tenant_id, job_id, label, round(score, 3), box FROM detections_current
+WHERE job_id LIKE ? || '%' ORDER BY score DESC, job_id LIMIT 5
+"""
+
+
+def show_tables(db: Path, run: str) -> None:
+    """This run's results by status, and its best detections, from SQLite."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        statuses = conn.execute(STATUS_QUERY, (f"job-{run}",)).fetchall()
+        detections = conn.execute(DETECTIONS_QUERY, (f"job-{run}",)).fetchall()
+    print(f"\nfrom the tables in {db} (sqlite3 {db}):")
+    print("  jobs_current of this run, by status:")
+    for status, count in statuses:
+        print(f"    {status:12}{count:6}")
+    print("  detections_current, this run's five best scores:")
+    for tenant, job, label, score, box in detections:
+        print(f"    {tenant}/{job}  {label:10} {score:<6} {box}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m script.demo", description=__doc__)
     p.add_argument("--jobs", type=positive_int, default=1000)
@@ -71,6 +98,7 @@ def main() -> None:
         help="port of the codec server the web UI decodes payloads through",
     )
     p.add_argument("--out", type=Path, default=DATA / "out")
+    p.add_argument("--db", type=Path, default=DATA / "eventflow.db")
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args()
 
@@ -107,7 +135,10 @@ def main() -> None:
                 )
             )
             wait_for_port("127.0.0.1", args.port, 60)
-        print(f"starting a worker for every shard, sink file:{args.out}")
+        print(
+            f"starting a worker for every shard, sinks file:{args.out} "
+            f"and sqlite:{args.db}"
+        )
         started.append(
             subprocess.Popen(
                 [
@@ -116,6 +147,8 @@ def main() -> None:
                     "script.worker",
                     "--sink",
                     f"file:{args.out}",
+                    "--sink",
+                    f"sqlite:{args.db}",
                     "--summary-interval",
                     "5",
                     # The example model: one row per detected object, and a
@@ -183,6 +216,7 @@ def main() -> None:
             f"  of the dead letters, {counts['model dead letters']} are rows the "
             "detections model's tests refused (source model)"
         )
+        show_tables(args.db, run)
         print(
             f"logs in {logs}/; the Temporal UI shows the workflows, payloads "
             "decoded, while it runs"

@@ -28,7 +28,8 @@ from runtime.search_attributes import (
 from runtime.settings import add_options, from_args
 from runtime.worker import build_workers
 from runtime.worker_settings import WorkerSettings
-from sinks import open_sink, redact_url
+from sinks import Sink, open_sink, redact_url
+from sinks.fanout import FanOutSink
 from sinks.metrics import MeteredSink, sink_name
 from sinks.sql import SchemaMismatch
 
@@ -65,9 +66,15 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
     config = settings.worker_config()
     pipeline = load_pipeline(config.pipeline)
     models = load_models(config.models, job_parts=config.job_parts)
-    sink = MeteredSink(
-        open_sink(config.sink, tables=[m.table for m in models]),
-        sink_name(config.sink),
+    tables = [m.table for m in models]
+    metered = [
+        MeteredSink(open_sink(url, tables=tables), sink_name(url))
+        for url in config.sinks
+    ]
+    sink: Sink = (
+        metered[0]
+        if len(metered) == 1
+        else FanOutSink(metered, [redact_url(url) for url in config.sinks])
     )
     # The SQL sink creates its tables and checks the models' schemas here: a
     # model it can no longer write stops the worker before it connects.
@@ -96,7 +103,7 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
         "worker started",
         shards=config.shards,
         serving=shards,
-        sink=redact_url(config.sink),
+        sink=", ".join(redact_url(url) for url in config.sinks),
         pipeline=config.pipeline,
         models=[m.name for m in models],
     )

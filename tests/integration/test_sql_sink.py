@@ -21,6 +21,7 @@ from sinks.sql import SqlSink
 from tests.support.audit import audit
 from tests.support.polling import wait_until
 from tests.support.processes import ROOT, run_script
+from tests.support.records import Progress, file_progress, file_records
 from tests.support.sql import as_dicts, read_model_rows, read_tables, sql_progress
 from tests.support.temporal import address_of
 from wire.models import ModelTable
@@ -145,3 +146,42 @@ def test_a_worker_refuses_to_start_on_a_model_table_it_cannot_write(
         refused.stderr
     )
     assert "detections_v2" in refused.stderr
+
+
+async def test_two_sinks_at_once_each_hold_every_record_once(
+    temporal, worker_process, tmp_path: Path
+) -> None:
+    spec = WorkloadSpec(
+        tenants=3, jobs=30, types=2, parts=2, duplicates=0.1, invalid=0.05
+    )
+    lines, expected = generate(spec)
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"\n".join(lines) + b"\n")
+    out, url = tmp_path / "out", f"sqlite:{tmp_path}/eventflow.db"
+    address = address_of(temporal)
+    worker_process(
+        address,
+        ["--sink", f"file:{out}", "--sink", url, "--summary-interval", "1"],
+    )
+    run_script("script.emit", "--file", str(events_file), address=address)
+
+    def done(p: Progress) -> bool:
+        return (
+            p.results >= spec.jobs
+            and p.dead_letters >= expected.dead_letters
+            and p.jobs_completed >= spec.jobs
+        )
+
+    await wait_until(lambda: file_progress(out), done, limit_s=180)
+    await wait_until(lambda: sql_progress(url), done, limit_s=60)
+    from_files = audit(file_records(out), expected)
+    assert from_files.clean, from_files.problems()
+    from_tables = audit(as_dicts(await read_tables(url), expected), expected)
+    assert from_tables.clean, from_tables.problems()
+    assert len(read_lines_of(out / "job_parts.jsonl")) == len(
+        (await read_model_rows(url, [job_parts.table]))["job_parts"]
+    )
+
+
+def read_lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []

@@ -151,7 +151,7 @@ def test_an_error_about_a_secret_shows_it_only_redacted() -> None:
 WORKER = {
     "--shards": (("EVENTFLOW_SHARDS",), 4),
     "--shard": ((), "all"),
-    "--sink": (("EVENTFLOW_SINK",), "file:./data/out"),
+    "--sink": (("EVENTFLOW_SINK",), ("file:./data/out",)),
     "--pipeline": (("EVENTFLOW_PIPELINE",), "actors.pipelines:collected"),
     "--model": (("EVENTFLOW_MODELS",), ()),
     "--no-job-parts": (("EVENTFLOW_NO_JOB_PARTS",), False),

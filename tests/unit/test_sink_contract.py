@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from sinks import (
     open_sink,
     redact_url,
 )
+from sinks.fanout import FanOutSink, SinkWriteFailed
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
 from tests.support.processes import ROOT
 from tests.support.sql import read_tables
@@ -941,3 +942,75 @@ class TestPostgresSink(SqlSinkContract):
         assert password not in repr(error.value)
         assert password not in repr(logs)
         assert "writer:***@" in repr(sink)
+
+
+class TestFanOutSink(SinkContract):
+    """Two sinks at once (files and Redis): the contract holds for the pair,
+    read back from either."""
+
+    @pytest.fixture
+    def make_sink(self, tmp_path: Path, redis_url: str) -> Callable[[], Sink]:
+        return lambda: FanOutSink(
+            [FileSink(tmp_path / "out"), RedisStreamSink(redis_url, id_ttl_s=600)],
+            ["file", "redis"],
+        )
+
+    @pytest.fixture
+    def read_back(self, tmp_path: Path, redis_url: str) -> ReadBack:
+        async def read() -> dict[str, list[Record]]:
+            files = {
+                kind: [
+                    decode_record(line)
+                    for line in read_lines(tmp_path / "out" / f"{kind}.jsonl")
+                ]
+                for kind in RECORD_KINDS
+            }
+            streams = read_streams(redis_url)
+            for kind in RECORD_KINDS:  # the same records, in either's order
+                ids = sorted(map(record_id, streams[kind]))
+                assert ids == sorted(map(record_id, files[kind])), kind
+            return files
+
+        return read
+
+
+class _Failing(Sink):
+    """A sink that fails its first ``failures`` writes, then writes through."""
+
+    def __init__(self, inner: Sink, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def write(self, records: Sequence[SinkRecord]) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("the store is away")
+        return await self.inner.write(records)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_fan_out_writes_the_healthy_sinks_while_one_fails(
+    tmp_path: Path,
+) -> None:
+    healthy, flaky = FileSink(tmp_path / "a"), FileSink(tmp_path / "b")
+    sink = FanOutSink([healthy, _Failing(flaky, failures=2)], ["file:a", "file:b"])
+    records = sink_records(mixed_records(6))
+
+    def held(directory: str) -> int:
+        return sum(
+            len(read_lines(tmp_path / directory / f"{kind}.jsonl"))
+            for kind in RECORD_KINDS
+        )
+
+    try:
+        for _ in range(2):
+            with pytest.raises(SinkWriteFailed, match="file:b: ConnectionError"):
+                await sink.write(records)
+            # The healthy sink holds every record from the first attempt on.
+            assert held("a") == len(records)
+        assert await sink.write(records) == 0  # all held by the first sink
+        assert held("a") == held("b") == len(records)
+    finally:
+        await sink.close()
