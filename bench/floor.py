@@ -38,6 +38,10 @@ from temporalio import workflow
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import (
+    SandboxedWorkflowRunner,
+    SandboxRestrictions,
+)
 
 FLOOR_TASK_QUEUE = "eventflow-floor"
 
@@ -178,6 +182,11 @@ async def measure_floor(
         task_queue=FLOOR_TASK_QUEUE,
         workflows=[FloorWorkflow],
         max_concurrent_workflow_tasks=100,
+        # Passed through, as the production workers pass theirs: the floor is
+        # Temporal's cost, not a sandbox re-importing this module per run.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("bench")
+        ),
     ):
         for name in primitives or list(PRIMITIVES):
             call, before = PRIMITIVES[name]
