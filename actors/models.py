@@ -26,7 +26,6 @@ built-in ``job_parts`` is on unless ``--no-job-parts``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,12 +33,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from actors.pipelines import import_ref
 from actors.rules.job import JobSnapshot, result_id
 from sinks import SinkRecord
 from wire.models import ModelTable, RowError
 from wire.records import DeadLetter
 from wire.synthetic import LABELS
-from wire.validate import MAX_REASON_CHARS, RAW_KEEP_BYTES
+from wire.validate import RAW_KEEP_BYTES, cap_reason
 
 Rows = Callable[[JobSnapshot], Iterable[Any]]
 
@@ -166,16 +166,7 @@ def load_models(refs: Sequence[str], *, job_parts: bool = True) -> tuple[Model, 
     """
     found: list[Model] = []
     for ref in ([BUILT_IN] if job_parts else []) + list(refs):
-        module_name, sep, attr = ref.partition(":")
-        if not sep or not module_name or not attr:
-            raise ValueError(f"model must look like 'module:name', got {ref!r}")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(
-                f"model {ref!r}: cannot import {module_name}: {exc}"
-            ) from exc
-        value = getattr(module, attr, None)
+        value, _ = import_ref(ref, what="model", shape="module:name")
         if not isinstance(value, Model):
             raise ValueError(
                 f"{ref!r} is not a model (make one with @actors.models.model)"
@@ -264,8 +255,7 @@ def _row_text(row: Any, system: dict[str, Any]) -> str:
 def _dead_letter(
     dead_letter_id: str, reason: str, raw: str, snapshot: JobSnapshot, at: datetime
 ) -> SinkRecord:
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    reason = cap_reason(reason)
     data = raw.encode()
     truncated = len(data) > RAW_KEEP_BYTES
     if truncated:

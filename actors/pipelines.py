@@ -62,18 +62,27 @@ def part_counts(snapshot: JobSnapshot) -> dict[str, Any]:
 DEFAULT = "actors.pipelines:collected"
 
 
-def load_pipeline(ref: str) -> Pipeline:
-    """Resolve ``module:attr`` to a callable, with a clear error if it is not one."""
+def import_ref(ref: str, *, what: str, shape: str) -> tuple[Any, str]:
+    """The object ``module:attr`` names (None when the module lacks it), and
+    the module's name.
+
+    Raises:
+        ValueError: ``ref`` is not ``module:attr``, or the module cannot be
+            imported; the message names ``what`` it was for and ``shape``.
+    """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"pipeline must look like 'module:function', got {ref!r}")
+        raise ValueError(f"{what} must look like {shape!r}, got {ref!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(
-            f"pipeline {ref!r}: cannot import {module_name}: {exc}"
-        ) from exc
-    pipeline = getattr(module, attr, None)
+        raise ValueError(f"{what} {ref!r}: cannot import {module_name}: {exc}") from exc
+    return getattr(module, attr, None), module_name
+
+
+def load_pipeline(ref: str) -> Pipeline:
+    """Resolve ``module:attr`` to a callable, with a clear error if it is not one."""
+    pipeline, module_name = import_ref(ref, what="pipeline", shape="module:function")
     if not callable(pipeline):
         raise ValueError(f"{ref!r} is not a callable in {module_name}")
     return pipeline

@@ -107,8 +107,7 @@ def reject(raw: bytes, reason: str) -> Rejection:
             return value
         return None
 
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    reason = cap_reason(reason)
     return Rejection(
         rejection_id=rejection_id(raw),
         reason=reason,
@@ -118,6 +117,13 @@ def reject(raw: bytes, reason: str) -> Rejection:
         tenant_id=usable(ids.tenant_id),
         job_id=usable(ids.job_id),
     )
+
+
+def cap_reason(reason: str) -> str:
+    """A dead letter's reason, cut to MAX_REASON_CHARS (ending in ``...``)."""
+    if len(reason) > MAX_REASON_CHARS:
+        return reason[: MAX_REASON_CHARS - 3] + "..."
+    return reason
 
 
 def _friendly(message: str) -> str:

@@ -8,7 +8,7 @@ Real stores: files, a real ``redis-server``, SQLite and a real PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from actors.models import job_parts
 from sinks import FileSink, RedisStreamSink, Sink, SinkRecord, SqlSink, stream_key
 from sinks.redis_streams import RECORD_FIELD
 from sinks.sql import SchemaMismatch
+from tests.support.sinks import SinkFactory
 from tests.support.sql import read_model_rows
 from wire.models import ModelTable
 from wire.records import JobResult
@@ -105,34 +106,12 @@ def result(version: int, job: str = "j1") -> SinkRecord:
     )
 
 
-class ModelRowContract:
+class ModelRowContract(SinkFactory):
     """What every sink does with model rows; subclasses give the store."""
-
-    @pytest.fixture
-    def make_sink(self) -> Callable[[], Sink]:
-        raise NotImplementedError
 
     @pytest.fixture
     def read_rows(self) -> ReadRows:
         raise NotImplementedError
-
-    @pytest.fixture
-    async def new_sink(
-        self, make_sink: Callable[[], Sink]
-    ) -> AsyncIterator[Callable[[], Sink]]:
-        made: list[Sink] = []
-
-        def factory() -> Sink:
-            made.append(make_sink())
-            return made[-1]
-
-        yield factory
-        for sink in made:
-            await sink.close()
-
-    @pytest.fixture
-    def sink(self, new_sink: Callable[[], Sink]) -> Sink:
-        return new_sink()
 
     async def test_rows_read_back_as_their_bodies_beside_the_records(
         self, sink: Sink, read_rows: ReadRows

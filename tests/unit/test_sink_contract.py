@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from sinks import (
 from sinks.fanout import FanOutSink, SinkWriteFailed
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
 from tests.support.processes import ROOT
+from tests.support.sinks import SinkFactory
 from tests.support.sql import read_tables
 from wire.records import (
     RECORD_KINDS,
@@ -120,39 +121,16 @@ def assert_each_id_once(held: dict[str, list[Record]]) -> None:
         assert len(ids) == len(set(ids)), f"duplicate ids in {kind}"
 
 
-class SinkContract:
+class SinkContract(SinkFactory):
     """Behaviour every sink must show.
 
     Subclasses provide the ``make_sink`` and ``read_back`` fixtures.
     """
 
     @pytest.fixture
-    def make_sink(self) -> Callable[[], Sink]:
-        """A factory of sinks over one shared store (files, a Redis db)."""
-        raise NotImplementedError("a sink test class must provide make_sink")
-
-    @pytest.fixture
     def read_back(self) -> ReadBack:
         """Everything the store holds, decoded, per kind, in stored order."""
         raise NotImplementedError("a sink test class must provide read_back")
-
-    @pytest.fixture
-    async def new_sink(
-        self, make_sink: Callable[[], Sink]
-    ) -> AsyncIterator[Callable[[], Sink]]:
-        made: list[Sink] = []
-
-        def factory() -> Sink:
-            made.append(make_sink())
-            return made[-1]
-
-        yield factory
-        for sink in made:
-            await sink.close()
-
-    @pytest.fixture
-    def sink(self, new_sink: Callable[[], Sink]) -> Sink:
-        return new_sink()
 
     async def test_written_records_read_back_equal(
         self, sink: Sink, read_back: ReadBack
