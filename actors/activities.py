@@ -25,12 +25,13 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from actors import names, routing
 from actors.contracts import (
     STATUS_KEY,
     TENANT_KEY,
+    CatchUpInput,
     DeliverInput,
     DeliverResult,
     JobBatch,
@@ -51,12 +52,18 @@ from actors.rules.publish import job_records, rejection_records, too_late_record
 from actors.rules.tenant import RollupBatch
 from actors.settings import WorkerConfig
 from sinks import Sink, SinkRecord
+from sinks.fanout import FanOutSink
 from wire import traces
 from wire.batching import MicroBatcher
 
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_EVERY_S = 5.0
+# A catch-up workflow's input stays well under Temporal's 2 MiB payload limit
+# (before the codec's compression): a deferred batch is split into chunks.
+CATCH_UP_CHUNK_BYTES = 256 * 1024
+
+_catch_up_records = msgspec.msgpack.Decoder(list[SinkRecord])
 
 TOO_LATE = (
     "job already closed: the event arrived after the job's result was final "
@@ -91,6 +98,11 @@ class Activities:
         self._reports: MicroBatcher[str, RollupDelta, None] = MicroBatcher(
             self._send_report, window_s=0.05, max_items=500
         )
+        # A fan-out defers what a sink that is down still has to take to
+        # catch-up workflows, whose write_sink activities write it here.
+        self._members = sink.members if isinstance(sink, FanOutSink) else {}
+        if isinstance(sink, FanOutSink):
+            sink.defer_to(self.defer)
 
     async def _write(self, records: list[SinkRecord]) -> None:
         if records:
@@ -303,3 +315,50 @@ class Activities:
     @activity.defn(name=names.PUBLISH_SUMMARY)
     async def publish_summary(self, input: PublishSummaryInput) -> None:
         await self._write([SinkRecord.of(input.summary)])
+
+    async def defer(self, sink: str, records: Sequence[SinkRecord]) -> None:
+        """Hand ``records`` to catch-up workflows that write them to ``sink``
+        once it is back (``actors.catchup``); returns once they are started.
+        Deferring the same records again finds the same workflows."""
+        chunks: list[list[SinkRecord]] = [[]]
+        size = 0
+        for record in records:
+            if chunks[-1] and size + len(record.body) > CATCH_UP_CHUNK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(record)
+            size += len(record.body)
+        await asyncio.gather(
+            *(
+                self._client.start_workflow(
+                    names.SINK_CATCH_UP,
+                    CatchUpInput(
+                        sink=sink,
+                        records=msgspec.msgpack.encode(chunk),
+                        count=len(chunk),
+                    ),
+                    id=routing.catch_up_id(
+                        sink, [(r.kind, r.record_id) for r in chunk]
+                    ),
+                    task_queue=routing.ENTITY_TASK_QUEUE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    # What ``script.inspect sinks`` lists, without the input.
+                    memo={names.CATCH_UP_SINK: sink, names.CATCH_UP_COUNT: len(chunk)},
+                )
+                for chunk in chunks
+            )
+        )
+
+    @activity.defn(name=names.WRITE_SINK)
+    async def write_sink(self, input: CatchUpInput) -> int:
+        """Write a catch-up workflow's records to the one sink that still has
+        to take them; fails (and is retried) while it is down."""
+        sink = self._members.get(input.sink)
+        if sink is None:
+            raise ApplicationError(
+                f"this worker writes no sink named {input.sink!r} (its sinks: "
+                f"{', '.join(self._members) or 'one, not a fan-out'}); another "
+                "worker with that sink will take the retry",
+                type="UnknownSink",
+            )
+        return await sink.write(_catch_up_records.decode(input.records))

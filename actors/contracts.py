@@ -102,3 +102,14 @@ class PublishSummaryInput(msgspec.Struct, frozen=True, kw_only=True):
 class SettingsRequest(msgspec.Struct, frozen=True, kw_only=True):
     shard: int
     shards: int
+
+
+class CatchUpInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Records one sink of a fan-out still has to take (it was down when the
+    others took them): the sink's name, and the records as the activity
+    side encoded them (``sinks.SinkRecord`` in MessagePack; the workflow
+    only hands them on)."""
+
+    sink: str
+    records: bytes
+    count: int

@@ -16,6 +16,7 @@ from __future__ import annotations
 PROXY = "Proxy"
 JOB = "Job"
 TENANT = "Tenant"
+SINK_CATCH_UP = "SinkCatchUp"
 
 # Updates and queries, by workflow.
 PROXY_INGEST = "ingest"
@@ -35,10 +36,15 @@ DELIVER = "deliver"
 REPORT = "report"
 PUBLISH_JOB = "publish_job"
 PUBLISH_SUMMARY = "publish_summary"
+WRITE_SINK = "write_sink"
 
 # ApplicationError types a workflow raises that callers act on.
 BACKPRESSURE = "Backpressure"
 RETIRED = "ShardRetired"
+
+# The memo of a sink catch-up workflow: its sink, and how many records.
+CATCH_UP_SINK = "sink"
+CATCH_UP_COUNT = "records"
 
 # Search attributes (Keyword) every job carries, for visibility queries
 # (``script.inspect stuck``): its tenant, set at start, and its status, kept

@@ -25,6 +25,8 @@ DELIVER_TIMEOUT = timedelta(minutes=5)
 # Reports and publications are a few writes and updates each.
 REPORT_TIMEOUT = timedelta(seconds=30)
 PUBLISH_TIMEOUT = timedelta(seconds=30)
+# A catch-up write: one chunk of records into one sink.
+CATCH_UP_TIMEOUT = timedelta(seconds=60)
 # The proxy's settings, read from a local activity at each run start.
 SETTINGS_TIMEOUT = timedelta(seconds=10)
 

@@ -13,6 +13,7 @@ never depends on the shard count: changing it strands no entity.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 DEFAULT_SHARDS = 4
@@ -43,3 +44,16 @@ def job_id_of(tenant_id: str, job_id: str) -> str:
 
 def tenant_id_of(tenant_id: str) -> str:
     return f"tenant/{tenant_id}"
+
+
+CATCH_UP_PREFIX = "sink-catch-up/"
+
+
+def catch_up_id(sink: str, keys: list[tuple[str, str]]) -> str:
+    """The catch-up workflow of these (kind, record id) pairs for ``sink``:
+    the same records deferred twice (a retried activity) name the same one."""
+    sink_digest = hashlib.sha256(sink.encode()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for kind, record_id in sorted(keys):
+        digest.update(f"{kind}\x00{record_id}\x00".encode())
+    return f"{CATCH_UP_PREFIX}{sink_digest}/{digest.hexdigest()[:32]}"

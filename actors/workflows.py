@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from actors.catchup import SinkCatchUpWorkflow
 from actors.job import JobWorkflow
 from actors.proxy import ProxyWorkflow
 from actors.tenant import TenantWorkflow
 
-WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow]
+WORKFLOWS = [ProxyWorkflow, JobWorkflow, TenantWorkflow, SinkCatchUpWorkflow]
 
-__all__ = ["WORKFLOWS", "JobWorkflow", "ProxyWorkflow", "TenantWorkflow"]
+__all__ = [
+    "WORKFLOWS",
+    "JobWorkflow",
+    "ProxyWorkflow",
+    "SinkCatchUpWorkflow",
+    "TenantWorkflow",
+]

@@ -193,6 +193,68 @@ async def stuck_jobs(
     return sorted(jobs, key=lambda j: j.started_at)
 
 
+class SinkBehind(msgspec.Struct, frozen=True, kw_only=True):
+    """``inspect sinks``: a sink of a fan-out that still has records to take
+    (it was down when the others took them), from its catch-up workflows."""
+
+    sink: str
+    batches: int
+    records: int
+    oldest_at: datetime
+    attempts: int  # the most write attempts of any of its batches
+    last_failure: str | None  # the latest attempt's error, when one failed
+
+
+CATCH_UP_QUERY = (
+    f"WorkflowType = '{names.SINK_CATCH_UP}' AND ExecutionStatus = 'Running'"
+)
+
+
+async def sinks_behind(client: Client, *, limit: int = 1000) -> list[SinkBehind]:
+    """Each sink with catch-up workflows still running (at most ``limit``
+    looked at), by name; an empty list when no sink is behind."""
+    found = [
+        execution
+        async for execution in client.list_workflows(CATCH_UP_QUERY, limit=limit)
+    ]
+
+    async def pending(workflow_id: str) -> tuple[int, str | None]:
+        try:
+            described = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return 0, None  # finished meanwhile
+        activities = described.raw_description.pending_activities
+        if not activities:
+            return 0, None
+        activity = activities[0]
+        failure = activity.last_failure.message or None
+        return activity.attempt, failure
+
+    described = await asyncio.gather(*(pending(e.id) for e in found))
+    by_sink: dict[str, list[tuple[datetime, int, int, str | None]]] = {}
+    for execution, (attempts, failure) in zip(found, described, strict=True):
+        memo = await execution.memo()
+        sink = str(memo.get(names.CATCH_UP_SINK, "?"))
+        count = int(memo.get(names.CATCH_UP_COUNT, 0))
+        by_sink.setdefault(sink, []).append(
+            (execution.start_time, count, attempts, failure)
+        )
+    reports = []
+    for sink, batches in sorted(by_sink.items()):
+        latest = max(batches, key=lambda b: b[0])
+        reports.append(
+            SinkBehind(
+                sink=sink,
+                batches=len(batches),
+                records=sum(b[1] for b in batches),
+                oldest_at=min(b[0] for b in batches),
+                attempts=max(b[2] for b in batches),
+                last_failure=latest[3],
+            )
+        )
+    return reports
+
+
 def parse_age(text: str) -> timedelta:
     """``90s``, ``10m``, ``2h``, ``1d`` or plain seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -364,4 +426,19 @@ def render_shards(reports: list[ShardReport], now: datetime) -> str:
             f"{r.shard:>5}  {p.held_events + p.held_rejections:>4}  "
             f"{p.held_jobs:>4}  {oldest:>8}  {p.deliveries_in_flight:>9}  {state}"
         )
+    return "\n".join(lines)
+
+
+def render_sinks(reports: list[SinkBehind], now: datetime) -> str:
+    if not reports:
+        return "no sink is behind: every sink holds what the others hold"
+    lines = []
+    for r in reports:
+        lines.append(
+            f"{r.sink}: {r.records} records in {r.batches} catch-up batches, "
+            f"the oldest deferred {_ago(r.oldest_at, now)}; "
+            f"up to {r.attempts} write attempts"
+        )
+        if r.last_failure:
+            lines.append(f"  last error: {r.last_failure}")
     return "\n".join(lines)

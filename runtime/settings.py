@@ -96,9 +96,9 @@ class Option:
             are not a plain value ("HOSTNAME-PID").
         choices: the values a flag accepts (a variable is only parsed: the
             log level's variable has always taken any case).
-        env_if: a variable whose value fails this counts as unset (the
-            consumer takes the workers' sink variable only when it is a Redis
-            URL).
+        env_pick: what to take from a variable's text; None counts as unset
+            (the consumer takes the first Redis URL of the workers' sink
+            list).
         metavar: the flag's placeholder in ``--help``.
         many: the flag may be given several times and the variable holds a
             comma-separated list; the value is the tuple of the parsed items
@@ -112,7 +112,7 @@ class Option:
     show: Callable[[Any], str] | None = None
     shown_default: str | None = None
     choices: Sequence[Any] | None = None
-    env_if: Callable[[str], bool] | None = None
+    env_pick: Callable[[str], str | None] | None = None
     metavar: str | None = None
     many: bool = False
 
@@ -128,7 +128,7 @@ def option(
     show: Callable[[Any], str] | None = None,
     shown_default: str | None = None,
     choices: Sequence[Any] | None = None,
-    env_if: Callable[[str], bool] | None = None,
+    env_pick: Callable[[str], str | None] | None = None,
     metavar: str | None = None,
     many: bool = False,
     repr: bool = True,
@@ -150,7 +150,7 @@ def option(
             show=show,
             shown_default=shown_default,
             choices=choices,
-            env_if=env_if,
+            env_pick=env_pick,
             metavar=metavar,
             many=many,
         )
@@ -264,7 +264,7 @@ def _env_text(opt: Option, environ: Mapping[str, str]) -> tuple[str, str] | None
         text = environ.get(name)
         if not text:
             continue
-        if opt.env_if is not None and not opt.env_if(text):
+        if opt.env_pick is not None and (text := opt.env_pick(text)) is None:
             continue
         return name, text
     return None

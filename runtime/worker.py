@@ -17,7 +17,12 @@ from actors.activities import Activities
 from actors.models import Model
 from actors.pipelines import Pipeline
 from actors.settings import WorkerConfig
-from actors.workflows import JobWorkflow, ProxyWorkflow, TenantWorkflow
+from actors.workflows import (
+    JobWorkflow,
+    ProxyWorkflow,
+    SinkCatchUpWorkflow,
+    TenantWorkflow,
+)
 from sinks import Sink
 from wire._converter import prime_struct_types
 
@@ -85,9 +90,10 @@ def build_workers(
     strict: bool = False,
 ) -> list[Worker]:
     """One worker per shard task queue (a proxy, its settings, deliveries and
-    reports), and one for the entity task queue (jobs and tenants, and the
-    publications they make themselves) unless ``entities`` is false; all
-    share one set of activities, so their sink writes coalesce.
+    reports), and one for the entity task queue (jobs, tenants and sink
+    catch-ups, and the publications and writes they make themselves) unless
+    ``entities`` is false; all share one set of activities, so their sink
+    writes coalesce.
     """
     activities = Activities(
         client=client, sink=sink, pipeline=pipeline, config=config, models=models
@@ -119,8 +125,12 @@ def build_workers(
             Worker(
                 client,
                 task_queue=routing.ENTITY_TASK_QUEUE,
-                workflows=[JobWorkflow, TenantWorkflow],
-                activities=[activities.publish_job, activities.publish_summary],
+                workflows=[JobWorkflow, TenantWorkflow, SinkCatchUpWorkflow],
+                activities=[
+                    activities.publish_job,
+                    activities.publish_summary,
+                    activities.write_sink,
+                ],
                 workflow_runner=runner,
                 max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
                 max_cached_workflows=CACHED_WORKFLOWS,

@@ -55,6 +55,15 @@ def _is_redis_url(url: str) -> bool:
     return url.startswith(("redis://", "rediss://"))
 
 
+def _first_redis_url(sinks: str) -> str | None:
+    """The first Redis URL of the workers' sink list (``EVENTFLOW_SINK``
+    holds one URL or several, comma-separated)."""
+    return next(
+        (url for url in map(str.strip, sinks.split(",")) if _is_redis_url(url)),
+        None,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConsumeSettings:
     """What ``python -m script.consume`` is told."""
@@ -65,13 +74,13 @@ class ConsumeSettings:
         # From the environment by default: a password on the command line is
         # visible to every local user (ps).
         env=SINK_ENV,
-        env_if=_is_redis_url,
+        env_pick=_first_redis_url,
         parse=str,
         show=redact_url,
         repr=False,
         metavar="URL",
         help="redis://[:password@]host:port/db or rediss://...; the variable is "
-        "the workers' sink, used when it is a Redis URL",
+        "the workers' sink list, whose first Redis URL is used",
     )
     group: str = option("eventflow-consume", flag="--group", help="consumer group")
     consumer: str = option(

@@ -6,6 +6,9 @@
     tenant TENANT    the current window's counts
     shards           held events, the oldest one's age and deliveries in
                      flight, per shard
+    sinks            the sinks of a fan-out that are behind (were down
+                     while the others took records), from their catch-up
+                     workflows: records waiting, the oldest's age, the error
     stuck --older-than AGE [--tenant T]
                      open jobs older than AGE (90s, 10m, 2h) that still miss
                      parts, with what they miss (a visibility query over the
@@ -34,9 +37,11 @@ from runtime.inspect import (
     parse_age,
     render_job,
     render_shards,
+    render_sinks,
     render_stuck,
     render_tenant,
     shard_reports,
+    sinks_behind,
     stuck_jobs,
     tenant_report,
 )
@@ -61,6 +66,7 @@ def parse_args(
     tenant = commands.add_parser("tenant", parents=[common], help="one tenant")
     tenant.add_argument("tenant_id")
     commands.add_parser("shards", parents=[common], help="every shard's proxy")
+    commands.add_parser("sinks", parents=[common], help="sinks that are behind")
     stuck = commands.add_parser("stuck", parents=[common], help="old open jobs")
     stuck.add_argument(
         "--older-than", type=parse_age, default=parse_age("10m"), metavar="AGE"
@@ -94,6 +100,9 @@ async def main(settings: ClientSettings, args: argparse.Namespace) -> str:
             limit=args.limit,
         )
         text = render_stuck(report, args.older_than, now)
+    elif args.command == "sinks":
+        report = await sinks_behind(client)
+        text = render_sinks(report, now)
     else:
         report = await shard_reports(client, settings.shards)
         text = render_shards(report, now)

@@ -34,7 +34,9 @@ async def record(target: Path) -> list[Path]:
     written = []
     try:
         with tempfile.TemporaryDirectory() as out:
-            async with running_workers(env.client, Path(out), SCENARIO_CONFIG):
+            async with running_workers(
+                env.client, Path(out), SCENARIO_CONFIG, lagging=True
+            ):
                 await run_scenario(env.client)
                 seen: dict[str, int] = {}
                 async for execution in env.client.list_workflows():

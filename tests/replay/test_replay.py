@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from actors import names
 from actors.workflows import WORKFLOWS
 from runtime.worker import workflow_runner
 from tests.replay.broken import ReorderedJobWorkflow
@@ -34,7 +35,9 @@ def replayer(workflows: list[type]) -> Replayer:
 
 def test_histories_are_committed_for_every_workflow() -> None:
     kinds = {path.stem.split("-")[0] for path in HISTORIES}
-    assert kinds == {"proxy", "job", "tenant"}
+    expected = {names.PROXY, names.JOB, names.TENANT, names.SINK_CATCH_UP}
+    assert len(expected) == len(WORKFLOWS)
+    assert kinds == {name.lower() for name in expected}
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from actors.contracts import (
+    CatchUpInput,
     DeliverInput,
     DeliverResult,
     JobBatch,
@@ -210,6 +211,13 @@ def examples() -> list[Any]:
         PublishJobInput(tenant_id=TENANT, job_id=JOB, publication=pub, at=LATER),
         PublishSummaryInput(summary=summary),
         SettingsRequest(shard=1, shards=4),
+        CatchUpInput(
+            sink="postgresql://u:***@db:5432/results",
+            records=msgspec.msgpack.encode(
+                [{"kind": "job.result", "record_id": "r/1", "body": b'{"a":1}'}]
+            ),
+            count=1,
+        ),
         JobResult(
             result_id=f"{TENANT}/{JOB}/1",
             tenant_id=TENANT,

@@ -24,25 +24,37 @@ from actors.settings import WorkerConfig
 from ingress.sender import EventSender
 from runtime.retire import retire_proxy
 from runtime.worker import build_workers
-from sinks import FileSink, open_sink
+from sinks import FileSink, Sink, open_sink
+from sinks.fanout import FanOutSink
 from tests.support.events import opened, part
+from tests.support.sinks import FailingSink
 
 SHARDS = 2
 
 
 @asynccontextmanager
 async def running_workers(
-    client: Client, out: Path, config: WorkerConfig, *, sink_url: str | None = None
+    client: Client,
+    out: Path,
+    config: WorkerConfig,
+    *,
+    sink_url: str | None = None,
+    lagging: bool = False,
 ) -> AsyncIterator[None]:
     """The workers of ``config`` (its models included) writing to ``out``, a
-    file sink, or to the sink ``sink_url`` names."""
+    file sink, or to the sink ``sink_url`` names. With ``lagging``, also to a
+    second file sink (``out/lagging``) that fails its first two writes, so
+    that what it missed reaches it through catch-up workflows."""
     models = load_models(config.models, job_parts=config.job_parts)
     tables = [m.table for m in models]
-    sink = (
+    sink: Sink = (
         FileSink(out, tables=tables)
         if sink_url is None
         else open_sink(sink_url, tables=tables)
     )
+    if lagging:
+        late = FailingSink(FileSink(out / "lagging", tables=tables), failures=2)
+        sink = FanOutSink([sink, late], ["first", "lagging"])
     await sink.prepare()
     workers = build_workers(
         client,

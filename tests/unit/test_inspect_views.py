@@ -15,9 +15,11 @@ from runtime.inspect import (
     HeldEvents,
     JobReport,
     ShardReport,
+    SinkBehind,
     parse_age,
     render_job,
     render_shards,
+    render_sinks,
     stuck_query,
 )
 from wire.events import AnalysisResult, JobOpened
@@ -149,3 +151,21 @@ def test_the_stuck_query_asks_for_old_open_jobs_and_quotes_the_tenant() -> None:
     assert "EventflowJobStatus = 'open'" in query
     assert "StartTime < '2025-12-31T23:50:00Z'" in query
     assert query.endswith("EventflowTenant = 'o\\'brien'")
+
+
+def test_sinks_behind_read_as_records_waiting_and_the_last_error() -> None:
+    behind = SinkBehind(
+        sink="postgresql://u:***@db/x",
+        batches=3,
+        records=250,
+        oldest_at=T0 - timedelta(seconds=42),
+        attempts=5,
+        last_failure="ConnectionRefusedError: [Errno 111] Connect call failed",
+    )
+    text = render_sinks([behind], T0)
+    assert text.splitlines() == [
+        "postgresql://u:***@db/x: 250 records in 3 catch-up batches, the oldest "
+        "deferred 42.0s ago; up to 5 write attempts",
+        "  last error: ConnectionRefusedError: [Errno 111] Connect call failed",
+    ]
+    assert render_sinks([], T0).startswith("no sink is behind")

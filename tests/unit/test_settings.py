@@ -307,3 +307,15 @@ def test_the_consumer_takes_the_workers_sink_only_when_it_is_a_redis_url() -> No
     assert build([], {"EVENTFLOW_SINK": "file:./out"}, ConsumeSettings).url is None
     explicit = build(["--from", "redis://other/1"], redis_sink, ConsumeSettings)
     assert explicit.url == "redis://other/1"
+
+
+def test_the_consumer_takes_the_first_redis_url_of_the_workers_sink_list() -> None:
+    sinks = "file:./out, rediss://:pw@a:6380/0,redis://b:6379/1"
+    assert (
+        build([], {"EVENTFLOW_SINK": sinks}, ConsumeSettings).url
+        == "rediss://:pw@a:6380/0"
+    )
+    assert (
+        build([], {"EVENTFLOW_SINK": "file:./out,sqlite:x.db"}, ConsumeSettings).url
+        is None
+    )

@@ -27,13 +27,14 @@ from sinks import (
     Sink,
     SinkRecord,
     SqlSink,
+    fanout,
     open_sink,
     redact_url,
 )
 from sinks.fanout import FanOutSink, SinkWriteFailed
 from sinks.redis_streams import ID_FIELD, RECORD_FIELD, id_key, stream_key
 from tests.support.processes import ROOT
-from tests.support.sinks import SinkFactory
+from tests.support.sinks import FailingSink, SinkFactory
 from tests.support.sql import read_tables
 from wire.records import (
     RECORD_KINDS,
@@ -952,28 +953,11 @@ class TestFanOutSink(SinkContract):
         return read
 
 
-class _Failing(Sink):
-    """A sink that fails its first ``failures`` writes, then writes through."""
-
-    def __init__(self, inner: Sink, failures: int) -> None:
-        self.inner = inner
-        self.failures = failures
-
-    async def write(self, records: Sequence[SinkRecord]) -> int:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionError("the store is away")
-        return await self.inner.write(records)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 async def test_a_fan_out_writes_the_healthy_sinks_while_one_fails(
     tmp_path: Path,
 ) -> None:
     healthy, flaky = FileSink(tmp_path / "a"), FileSink(tmp_path / "b")
-    sink = FanOutSink([healthy, _Failing(flaky, failures=2)], ["file:a", "file:b"])
+    sink = FanOutSink([healthy, FailingSink(flaky, failures=2)], ["file:a", "file:b"])
     records = sink_records(mixed_records(6))
 
     def held(directory: str) -> int:
@@ -992,3 +976,128 @@ async def test_a_fan_out_writes_the_healthy_sinks_while_one_fails(
         assert held("a") == held("b") == len(records)
     finally:
         await sink.close()
+
+
+class _Deferrals:
+    """A place to defer to that keeps what it is handed (or fails)."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[str, list[str]]] = []
+        self.fail = False
+
+    async def __call__(self, name: str, records: Sequence[SinkRecord]) -> None:
+        if self.fail:
+            raise ConnectionError("Temporal is away too")
+        self.handed.append((name, [r.record_id for r in records]))
+
+
+def _deferring(
+    tmp_path: Path, failing: FailingSink, **options: float
+) -> tuple[FanOutSink, _Deferrals]:
+    sink = FanOutSink([FileSink(tmp_path / "a"), failing], ["a", "b"], **options)
+    deferrals = _Deferrals()
+    sink.defer_to(deferrals)
+    return sink, deferrals
+
+
+async def test_a_down_sink_is_deferred_and_the_write_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FailingSink(FileSink(tmp_path / "b"), down=True)
+    sink, deferrals = _deferring(tmp_path, failing)
+    first, second = sink_records([job_result(1)]), sink_records([job_result(2)])
+    try:
+        assert await sink.write(first) == 1
+        assert deferrals.handed == [("b", [first[0].record_id])]
+        assert sink.down() == ["b"]
+        # Within its probe interval the down sink is not tried at all.
+        assert await sink.write(second) == 1
+        assert failing.attempts == 1
+        assert deferrals.handed[-1] == ("b", [second[0].record_id])
+        # Once the interval has passed, one write probes it; when that
+        # succeeds the sink is back and nothing more is deferred.
+        failing.down = False
+        now = fanout.time.monotonic()
+        monkeypatch.setattr(fanout.time, "monotonic", lambda: now + 2)
+        third = sink_records([job_result(3)])
+        assert await sink.write(third) == 1
+        assert failing.attempts == 2
+        assert sink.down() == []
+        assert len(deferrals.handed) == 2
+        assert len(read_lines(tmp_path / "b" / "job.result.jsonl")) == 1
+    finally:
+        await sink.close()
+
+
+async def test_a_failed_probe_doubles_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FailingSink(FileSink(tmp_path / "b"), down=True)
+    sink, deferrals = _deferring(tmp_path, failing)
+    clock = [100.0]
+    monkeypatch.setattr(fanout.time, "monotonic", lambda: clock[0])
+    try:
+        for n, at in enumerate([100.0, 101.5, 102.0, 103.6, 107.5], start=1):
+            clock[0] = at
+            await sink.write(sink_records([job_result(n)]))
+        # tried at 100 (down: wait 1 s), 101.5 (wait 2 s), 103.6 (wait 4 s);
+        # skipped at 102 and 107.5
+        assert failing.attempts == 3
+        assert len(deferrals.handed) == 5
+    finally:
+        await sink.close()
+
+
+async def test_a_sink_that_hangs_is_deferred_after_the_member_timeout(
+    tmp_path: Path,
+) -> None:
+    class Hanging(FailingSink):
+        async def write(self, records: Sequence[SinkRecord]) -> int:
+            await asyncio.sleep(3600)
+            return 0
+
+    sink, deferrals = _deferring(
+        tmp_path, Hanging(FileSink(tmp_path / "b")), member_timeout_s=0.05
+    )
+    try:
+        assert await sink.write(sink_records([job_result(1)])) == 1
+        assert [name for name, _ in deferrals.handed] == ["b"]
+    finally:
+        await sink.close()
+
+
+async def test_nothing_is_deferred_when_no_sink_took_the_batch(tmp_path: Path) -> None:
+    failing = FailingSink(FileSink(tmp_path / "b"), down=True)
+    sink = FanOutSink(
+        [FailingSink(FileSink(tmp_path / "a"), down=True), failing], ["a", "b"]
+    )
+    deferrals = _Deferrals()
+    sink.defer_to(deferrals)
+    try:
+        for _ in range(2):  # every sink down: each write tries them all
+            with pytest.raises(SinkWriteFailed, match="a: ConnectionError"):
+                await sink.write(sink_records([job_result(1)]))
+        assert failing.attempts == 2
+        assert deferrals.handed == []
+    finally:
+        await sink.close()
+
+
+async def test_a_failed_deferral_fails_the_write(tmp_path: Path) -> None:
+    failing = FailingSink(FileSink(tmp_path / "b"), down=True)
+    sink, deferrals = _deferring(tmp_path, failing)
+    deferrals.fail = True
+    try:
+        with pytest.raises(ConnectionError, match="Temporal is away"):
+            await sink.write(sink_records([job_result(1)]))
+        # The retry writes nothing twice in the healthy sink.
+        deferrals.fail = False
+        assert await sink.write(sink_records([job_result(1)])) == 0
+        assert len(deferrals.handed) == 1
+    finally:
+        await sink.close()
+
+
+def test_a_fan_out_refuses_two_sinks_of_one_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="distinct names"):
+        FanOutSink([FileSink(tmp_path / "a"), FileSink(tmp_path / "b")], ["x", "x"])
