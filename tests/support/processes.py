@@ -34,7 +34,7 @@ class WorkerProcess:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "TEMPORAL_ADDRESS": self.address}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
