@@ -9,7 +9,10 @@ file sink. Measured per run:
 * latency p50/p95/p99: from sending the event that completes a job to its
   job.result appearing in the sink file (polled every 20 ms);
 * CPU seconds per 1,000 events of the worker and server processes;
-* peak worker RSS; history bytes per event (every workflow run on the server).
+* peak worker RSS; history bytes per event (every workflow run on the server);
+* Temporal Cloud actions (``bench.actions``: every run's history, counted by
+  Cloud's definition of an action), per 1,000 events and per month at
+  20,000 events/minute; counted after the timed window, like history bytes.
 
 In the same invocation: a calibration (single-event update-with-start
 deliveries per second, the machine's ceiling for unbatched work), the floor
@@ -47,6 +50,8 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from actors.rules.proxy import DEFAULT_ROLLUP_INTERVAL_S
+from bench.actions import count_namespace
 from bench.floor import fastest, measure_floor
 from bench.naive import (
     NAIVE_TASK_QUEUE,
@@ -77,6 +82,13 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     ),
 }
 LATENCY_RATE = 20_000  # events/minute offered in the latency run
+SUMMARY_INTERVAL_S = 10  # the workers' tenant summary window
+# Before counting actions: the proxies report rollups at most every
+# rollup_interval_s and a tenant summarises a window after it ends, so the
+# last events' reports and summaries land in the histories this long after
+# the last result (jobs only wait out their linger timer, which bills nothing
+# more: tests/unit/test_actions.py).
+SETTLE_S = DEFAULT_ROLLUP_INTERVAL_S + SUMMARY_INTERVAL_S + 3
 
 
 class _Key(msgspec.Struct):
@@ -219,7 +231,7 @@ def pipeline_workers(processes: int, sink: str) -> list[list[str]]:
             "--sink",
             sink,
             "--summary-interval",
-            "10",
+            str(SUMMARY_INTERVAL_S),
         ]
         for g in groups
     ]
@@ -369,6 +381,8 @@ async def run_pipeline(
             figures["history_bytes_per_event"] = round(
                 await history_bytes(client) / len(lines), 1
             )
+            await asyncio.sleep(SETTLE_S)
+            figures.update((await count_namespace(client)).figures(len(lines)))
     figures["processes"] = processes
     return figures
 
@@ -420,6 +434,7 @@ async def run_naive(spec: WorkloadSpec, concurrency: int = 64) -> dict[str, obje
         figures["history_bytes_per_event"] = round(
             await history_bytes(client) / len(lines), 1
         )
+        figures.update((await count_namespace(client)).figures(len(lines)))
     return figures
 
 
@@ -574,6 +589,7 @@ def markdown(results: dict[str, object]) -> str:
             f"{r['server_cpu_s_per_1k']} | {r['peak_worker_rss_mib']} | "
             f"{r.get('history_bytes_per_event', '')} |"
         )
+    rows += actions_table(results)
     if floor_rate:
         rows += [
             "",
@@ -587,6 +603,37 @@ def markdown(results: dict[str, object]) -> str:
                 f"{f['caller_and_worker_cpu_ms_each']} |"
             )
     return "\n".join(rows)
+
+
+def actions_table(results: dict[str, object]) -> list[str]:
+    """Temporal Cloud actions per run (``bench.actions``), beside the naive
+    baseline's, and what they come from."""
+    runs = {
+        name: r
+        for name, r in results.items()
+        if isinstance(r, dict) and "actions_per_1000_events" in r
+    }
+    if not runs:
+        return []
+    base = runs.get("baseline", {}).get("actions_per_1000_events")
+    rows = [
+        "",
+        "| run | actions | actions/1k events | x baseline | actions/month at "
+        "20,000 events/min | per 1k events, by kind | open runs at count |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, r in runs.items():
+        per_1k = r["actions_per_1000_events"]
+        events = r["events"] or 1
+        kinds = sorted(r["actions_by_kind"].items(), key=lambda kv: -kv[1])
+        by_kind = ", ".join(f"{k} {v / events * 1000:.1f}" for k, v in kinds)
+        still_open = ", ".join(f"{t} {n}" for t, n in r["action_open_runs"].items())
+        ratio = f"{per_1k / base:.2f}" if base else ""
+        rows.append(
+            f"| {name} | {r['actions']:,} | {per_1k} | {ratio} | "
+            f"{r['actions_per_month_at_20k']:,} | {by_kind} | {still_open} |"
+        )
+    return rows
 
 
 def chart(results: dict[str, object], path: Path) -> None:
