@@ -46,7 +46,7 @@ HAND_COUNTED = {
     },
     # core_patch and core_local_activity markers in one task: one action;
     # the TemporalChangeVersion upsert is exempt; two deliveries heartbeat
-    # (10 s timeout, well under 8 s each), the report does not.
+    # (10 s timeout; each ran well under 8 s), the report does not.
     "v2/proxy-01.json": {
         "workflow_started": 1,
         "markers": 1,
