@@ -9,7 +9,10 @@ file sink. Measured per run:
 * latency p50/p95/p99: from sending the event that completes a job to its
   job.result appearing in the sink file (polled every 20 ms);
 * CPU seconds per 1,000 events of the worker and server processes;
-* peak worker RSS; history bytes per event (every workflow run on the server).
+* peak worker RSS; history bytes per event (every workflow run on the server);
+* Temporal Cloud actions (``bench.actions``: every run's history, counted by
+  Cloud's definition of an action), per 1,000 events and per month at
+  20,000 events/minute; counted after the timed window, like history bytes.
 
 In the same invocation: a calibration (single-event update-with-start
 deliveries per second, the machine's ceiling for unbatched work), the floor
@@ -42,11 +45,15 @@ from pathlib import Path
 
 import msgspec
 import psutil
+import stamina
 from rich.console import Console
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from actors.rules.proxy import DEFAULT_ROLLUP_INTERVAL_S
+from bench.actions import count_namespace
 from bench.floor import fastest, measure_floor
 from bench.naive import (
     NAIVE_TASK_QUEUE,
@@ -77,6 +84,13 @@ WORKLOADS: dict[str, WorkloadSpec] = {
     ),
 }
 LATENCY_RATE = 20_000  # events/minute offered in the latency run
+SUMMARY_INTERVAL_S = 10  # the workers' tenant summary window
+# Before counting actions: the proxies report rollups at most every
+# rollup_interval_s and a tenant summarises a window after it ends, so the
+# last events' reports and summaries land in the histories this long after
+# the last result (jobs only wait out their linger timer, which bills nothing
+# more: tests/unit/test_actions.py).
+SETTLE_S = DEFAULT_ROLLUP_INTERVAL_S + SUMMARY_INTERVAL_S + 3
 
 
 class _Key(msgspec.Struct):
@@ -219,7 +233,7 @@ def pipeline_workers(processes: int, sink: str) -> list[list[str]]:
             "--sink",
             sink,
             "--summary-interval",
-            "10",
+            str(SUMMARY_INTERVAL_S),
         ]
         for g in groups
     ]
@@ -349,6 +363,7 @@ async def run_pipeline(
     processes: int = 1,
     rate_per_min: float | None = None,
     measure_history: bool = True,
+    count_actions: bool = True,
 ) -> dict[str, object]:
     """One workload through the real pipeline."""
     lines, _ = generate(spec)
@@ -369,8 +384,20 @@ async def run_pipeline(
             figures["history_bytes_per_event"] = round(
                 await history_bytes(client) / len(lines), 1
             )
+        if count_actions:
+            await asyncio.sleep(SETTLE_S)
+            figures.update((await count_namespace(client)).figures(len(lines)))
     figures["processes"] = processes
     return figures
+
+
+def _pushed_back(error: Exception) -> bool:
+    # RESOURCE_EXHAUSTED: the job's in-flight update limit; UNAVAILABLE: the
+    # update was aborted (its workflow task failed or timed out under load).
+    return isinstance(error, RPCError) and error.status in (
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.UNAVAILABLE,
+    )
 
 
 def naive_event(line: bytes) -> NaiveEvent:
@@ -391,16 +418,23 @@ async def run_naive(spec: WorkloadSpec, concurrency: int = 64) -> dict[str, obje
 
         async def one(event: NaiveEvent) -> None:
             try:
-                start = WithStartWorkflowOperation(
-                    NaiveJobWorkflow.run,
-                    args=[event.tenant_id, event.job_id],
-                    id=f"naive/{event.tenant_id}/{event.job_id}",
-                    task_queue=NAIVE_TASK_QUEUE,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                )
-                await client.execute_update_with_start_workflow(
-                    NaiveJobWorkflow.add, event, start_workflow_operation=start
-                )
+                # A job takes at most 10 updates in flight; with few jobs
+                # (--quick) the baseline's 64 exceed that on a loaded
+                # machine, past the SDK's own retries. Any sender would retry.
+                async for attempt in stamina.retry_context(
+                    on=_pushed_back, attempts=20, wait_initial=0.1, wait_max=2.0
+                ):
+                    with attempt:
+                        start = WithStartWorkflowOperation(  # one use each
+                            NaiveJobWorkflow.run,
+                            args=[event.tenant_id, event.job_id],
+                            id=f"naive/{event.tenant_id}/{event.job_id}",
+                            task_queue=NAIVE_TASK_QUEUE,
+                            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        )
+                        await client.execute_update_with_start_workflow(
+                            NaiveJobWorkflow.add, event, start_workflow_operation=start
+                        )
             finally:
                 slots.release()
 
@@ -420,6 +454,7 @@ async def run_naive(spec: WorkloadSpec, concurrency: int = 64) -> dict[str, obje
         figures["history_bytes_per_event"] = round(
             await history_bytes(client) / len(lines), 1
         )
+        figures.update((await count_namespace(client)).figures(len(lines)))
     return figures
 
 
@@ -523,6 +558,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         sized(WORKLOADS["burst"], jobs(1000), "l"),
         rate_per_min=LATENCY_RATE,
         measure_history=False,
+        # actions counted: the cost at the rate the monthly figure assumes
     )
     console.log(results["latency"])
     naive_jobs = max(5, int(args.baseline_jobs * scale))
@@ -536,6 +572,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 sized(WORKLOADS["burst"], jobs(2000), f"s{processes}"),
                 processes=processes,
                 measure_history=False,
+                count_actions=False,
             )
             console.log(results[f"scaling-{processes}"])
     return results
@@ -574,6 +611,7 @@ def markdown(results: dict[str, object]) -> str:
             f"{r['server_cpu_s_per_1k']} | {r['peak_worker_rss_mib']} | "
             f"{r.get('history_bytes_per_event', '')} |"
         )
+    rows += actions_table(results)
     if floor_rate:
         rows += [
             "",
@@ -587,6 +625,37 @@ def markdown(results: dict[str, object]) -> str:
                 f"{f['caller_and_worker_cpu_ms_each']} |"
             )
     return "\n".join(rows)
+
+
+def actions_table(results: dict[str, object]) -> list[str]:
+    """Temporal Cloud actions per run (``bench.actions``), beside the naive
+    baseline's, and what they come from."""
+    runs = {
+        name: r
+        for name, r in results.items()
+        if isinstance(r, dict) and "actions_per_1000_events" in r
+    }
+    if not runs:
+        return []
+    base = runs.get("baseline", {}).get("actions_per_1000_events")
+    rows = [
+        "",
+        "| run | actions | actions/1k events | x baseline | actions/month at "
+        "20,000 events/min | per 1k events, by kind | open runs at count |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, r in runs.items():
+        per_1k = r["actions_per_1000_events"]
+        events = r["events"] or 1
+        kinds = sorted(r["actions_by_kind"].items(), key=lambda kv: -kv[1])
+        by_kind = ", ".join(f"{k} {v / events * 1000:.1f}" for k, v in kinds)
+        still_open = ", ".join(f"{t} {n}" for t, n in r["action_open_runs"].items())
+        ratio = f"{per_1k / base:.2f}" if base else ""
+        rows.append(
+            f"| {name} | {r['actions']:,} | {per_1k} | {ratio} | "
+            f"{r['actions_per_month_at_20k']:,} | {by_kind} | {still_open} |"
+        )
+    return rows
 
 
 def chart(results: dict[str, object], path: Path) -> None:

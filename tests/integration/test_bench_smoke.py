@@ -15,10 +15,18 @@ async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     assert set(floor) == set(PRIMITIVES)
     assert all(f["workflows_per_s"] > 0 for f in floor.values())
     assert pipeline["results"] == 10
+    # counted after the proxies' reports and the tenants' summaries settled
+    assert pipeline["actions_by_type"]["Tenant"] > 0
+    assert baseline["actions_by_type"]["NaiveJob"] == baseline["actions"]
     assert baseline["results"] == 3
     for figures in (pipeline, baseline):
         assert figures["events_per_min"] > 0
         assert figures["history_bytes_per_event"] > 0
+        assert figures["actions"] > 0
+        assert figures["actions_per_1000_events"] > 0
+        assert figures["actions_per_month_at_20k"] > 0
+        assert figures["actions_by_kind"]["workflow_started"] > 0
+        assert figures["actions_by_kind"]["update_accepted"] > 0
         assert figures["p50_s"] <= figures["p99_s"]
     table = markdown(
         {
@@ -31,6 +39,8 @@ async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     assert "| burst |" in table
     assert "| baseline |" in table
     assert "| start-eager |" in table
+    assert "actions/1k events" in table
+    assert table.count("| baseline |") == 2  # throughput and actions
 
 
 def test_sink_write_measures_records_and_model_rows(tmp_path) -> None:
