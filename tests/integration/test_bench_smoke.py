@@ -3,9 +3,13 @@ unnoticed. Figures are not asserted: timings belong in BENCHMARKS.md."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.floor import PRIMITIVES
 from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
 from bench.sink_write import main, parse_args
+from bench.sinks_e2e import SINKS, SPECS, run_sinks
+from bench.sinks_e2e import markdown as sinks_markdown
 
 
 async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
@@ -53,3 +57,16 @@ def test_sink_write_measures_records_and_model_rows(tmp_path) -> None:
         assert report["ok"], report
         assert report["new"] == report["records"] == 120
         assert report["kind"] == (kind[1] if kind else "job.result")
+
+
+async def test_bench_runs_a_workload_end_to_end_with_each_sink(postgres_url) -> None:
+    spec = replace(SPECS["acceptance"], jobs=12, open_jobs=12, run="smoke-sinks")
+    results = await run_sinks({"acceptance": spec}, postgres=postgres_url)
+    assert set(results) == {f"acceptance/{sink}" for sink in SINKS}
+    for figures in results.values():
+        assert figures["results"] == 12, figures
+        assert figures["events_per_min"] > 0
+        assert figures["share_of_file"] > 0
+    assert results["acceptance/file"]["share_of_file"] == 1.0
+    table = sinks_markdown(results)
+    assert "| acceptance | postgresql |" in table
