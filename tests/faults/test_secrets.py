@@ -648,9 +648,10 @@ async def test_a_failed_connection_shows_no_api_key(
     monkeypatch.setenv("TEMPORAL_API_KEY", API_KEY)
     monkeypatch.setenv("TEMPORAL_TLS", "false")
     outputs = []
+    # A short wait for the server: what is checked is the failure's output.
     for module, args in (
-        ("script.worker", ["--sink", f"file:{tmp_path}/out"]),
-        ("script.emit", ["--generate", "--jobs", "1"]),
+        ("script.worker", ["--sink", f"file:{tmp_path}/out", "--connect-timeout", "3"]),
+        ("script.emit", ["--generate", "--jobs", "1", "--connect-timeout", "3"]),
     ):
         with pytest.raises(subprocess.CalledProcessError) as failed:
             await asyncio.to_thread(
