@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 
-.PHONY: run test test-quick faults lint format bench histories setup redis-server chromium postgresql
+.PHONY: run test test-quick e2e faults lint format bench histories setup redis-server chromium postgresql
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -18,11 +18,16 @@ run: setup
 
 ## The whole suite (what CI runs): lint, then every tier: unit, activity,
 ## replay, integration (real dev server, real processes, real redis-server,
-## Google's Pub/Sub emulator), faults at quick scale, and the slow end-to-end runs
+## PostgreSQL, Google's Pub/Sub emulator), faults at quick scale, and the slow
+## end-to-end runs at 1,000 jobs per sink (`make e2e` runs the full 5,000)
 test: setup redis-server chromium postgresql
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run pytest
+	EVENTFLOW_E2E_JOBS=1000 $(UV) run pytest
+
+## The acceptance workload end to end at full size (5,000 jobs) on every sink
+e2e: setup redis-server postgresql
+	$(UV) run pytest tests/integration/test_pipeline_e2e.py -v
 
 ## The fast tier only: unit, activity and replay tests (about half a minute);
 ## skips what tests/conftest.py marks integration or faults by folder, and slow

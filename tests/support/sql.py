@@ -6,9 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import literal_column, select
+from sqlalchemy import func, literal_column, select, text
 
-from sinks.sql import TABLES, SqlSink, record_from_row
+from sinks.sql import (
+    TABLES,
+    SqlSink,
+    dead_letters,
+    job_results,
+    record_from_row,
+    tenant_summaries,
+)
 from tests.support.records import Progress
 from wire.models import ModelTable
 from wire.records import Record
@@ -51,13 +58,27 @@ def as_dicts(held: dict[str, list[Record]], expected: Expected) -> list[dict]:
 
 
 async def sql_progress(url: str) -> Progress:
-    """Counts to poll on: results, dead letters, jobs the summaries count."""
-    held = await read_tables(url)
-    return Progress(
-        results=len(held["job.result"]),
-        dead_letters=len(held["dead_letter"]),
-        jobs_completed=sum(s.jobs_completed for s in held["tenant.summary"]),
-    )
+    """Counts to poll on: results, dead letters, jobs the summaries count
+    (aggregates, so that polling a large run stays cheap)."""
+    sink = SqlSink(url)
+    try:
+        await sink.ensure_schema()
+        async with sink.engine.connect() as conn:
+
+            async def scalar(query: Any) -> int:
+                return int((await conn.execute(query)).scalar() or 0)
+
+            return Progress(
+                results=await scalar(select(func.count()).select_from(job_results)),
+                dead_letters=await scalar(
+                    select(func.count()).select_from(dead_letters)
+                ),
+                jobs_completed=await scalar(
+                    select(func.sum(tenant_summaries.c.jobs_completed))
+                ),
+            )
+    finally:
+        await sink.close()
 
 
 async def read_model_rows(
@@ -82,5 +103,18 @@ async def read_model_rows(
                     for row in rows
                 ]
         return held
+    finally:
+        await sink.close()
+
+
+async def count_rows(url: str, name: str) -> int:
+    """The rows of a table or view of the sink's schema (``jobs_current``)."""
+    sink = SqlSink(url)
+    try:
+        await sink.ensure_schema()
+        qualified = f'"{sink.schema}".{name}' if sink.schema else name
+        async with sink.engine.connect() as conn:
+            query = text(f"SELECT count(*) FROM {qualified}")
+            return int((await conn.execute(query)).scalar() or 0)
     finally:
         await sink.close()
