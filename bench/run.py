@@ -533,7 +533,16 @@ def sized(spec: WorkloadSpec, jobs: int, run: str) -> WorkloadSpec:
     return replace(spec, jobs=jobs, run=run, open_jobs=min(spec.open_jobs, jobs))
 
 
-async def main(args: argparse.Namespace) -> dict[str, object]:
+# ``--trickle``'s runs and its table (``bench.trickle``, which imports this
+# module, so ``script.bench`` hands them in instead of an import here).
+Trickle = tuple[
+    Callable[[bool], Awaitable[dict[str, object]]], Callable[[dict[str, object]], str]
+]
+
+
+async def main(
+    args: argparse.Namespace, trickle: Trickle | None = None
+) -> dict[str, object]:
     scale = 0.02 if args.quick else 1.0
     results: dict[str, object] = {"quick": args.quick}
 
@@ -575,6 +584,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 count_actions=False,
             )
             console.log(results[f"scaling-{processes}"])
+    if args.trickle and trickle is not None:
+        step("trickle: Poisson jobs at 5k/10k/20k events/min, then the search")
+        results.update(await trickle[0](args.quick))
     return results
 
 
@@ -711,18 +723,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--markdown", action="store_true", help="print a Markdown table to stderr"
     )
+    p.add_argument(
+        "--trickle",
+        action="store_true",
+        help="also the trickle (bench.trickle): 5k/10k/20k events/min offered "
+        "and the search for the highest sustained rate",
+    )
     p.add_argument("--serve-naive", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
-def cli() -> None:
+def cli(trickle: Trickle | None = None) -> None:
     """The command line: ``python -m script.bench``."""
     args = parse_args()
     configure_logging("warning")
     if args.serve_naive:
         asyncio.run(serve_naive(args.serve_naive))
         exit_now(0)
-    result = asyncio.run(main(args))
+    result = asyncio.run(main(args, trickle))
     encoded = msgspec.json.format(msgspec.json.encode(result))
     if args.out:
         args.out.write_bytes(encoded + b"\n")
@@ -730,6 +748,8 @@ def cli() -> None:
         sys.stdout.write(encoded.decode() + "\n")
     if args.markdown:
         print(markdown(result), file=sys.stderr)
+        if args.trickle and trickle is not None:
+            print("\n" + trickle[1](result), file=sys.stderr)
     if args.chart:
         chart(result, args.chart)
     exit_now(0)
