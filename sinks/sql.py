@@ -23,6 +23,9 @@ Exactly once per record id: a batch is one transaction of
 ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING key`` per table, so a retried
 batch inserts nothing twice, the first body written for an id wins, and the
 returned keys count what was new. Nothing is read before it is written.
+In PostgreSQL the statement takes the batch as one array per column
+(``INSERT ... SELECT ... FROM unnest(...)``, see ``_Kind``); SQLite gets
+SQLAlchemy's multi-row insert of the rows.
 
 Drivers: asyncpg for PostgreSQL (the fastest asyncio driver, SQLAlchemy's
 first-class async PostgreSQL dialect, binary protocol for ``jsonb`` and
