@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
 
-.PHONY: run test test-quick e2e faults lint format bench histories setup redis-server chromium postgresql
+.PHONY: run test test-quick e2e soak faults lint format bench histories setup redis-server chromium postgresql
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -24,6 +24,13 @@ test: setup redis-server chromium postgresql
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	EVENTFLOW_E2E_JOBS=1000 $(UV) run pytest
+
+## The soak: 30 minutes of trickle at 20,000 events/min, sampled each minute,
+## audited exactly (`make test` runs a 2-minute version); its chart and JSON
+## go to docs/
+soak: setup
+	$(UV) run python -m script.soak --minutes 30 --rate 20000 \
+	  --out docs/soak.json --chart docs/soak.png --markdown
 
 ## The acceptance workload end to end at full size (5,000 jobs) on every sink
 e2e: setup redis-server postgresql

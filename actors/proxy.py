@@ -37,6 +37,10 @@ FAILED_DELIVERY_PAUSE = timedelta(seconds=30)
 # ``rules.TASK_BYTES`` (see ``rules.TaskBudget``); earlier histories replay
 # without the budget.
 TASK_BUDGET_PATCH = "proxy-task-byte-budget"
+# Runs started since this patch send a job's later events at once once it has
+# had a delivery (``rules.ProxyState.delivered``), rather than holding them
+# for the rest of a job the proxy no longer sees whole.
+FOLLOW_UPS_PATCH = "proxy-follow-ups-at-once"
 
 
 @workflow.defn(name=names.PROXY)
@@ -80,6 +84,7 @@ class ProxyWorkflow:
         # Bytes taken in and sent out by the current workflow task.
         self._budget = rules.TaskBudget()
         self._budgeted = False
+        self._follow_ups = False
         # Replay-safe metrics (the SDK emits nothing while replaying), so each
         # event is counted once, here, where it is acknowledged.
         meter = workflow.metric_meter().with_additional_attributes(
@@ -103,7 +108,13 @@ class ProxyWorkflow:
     @workflow.update(name=names.PROXY_INGEST)
     def ingest(self, batch: rules.IngestBatch) -> rules.IngestAck:
         self._task_budget().ingested += rules.batch_bytes(batch)
-        ack = rules.ingest(self._state, batch, self._settings, now=workflow.now())
+        ack = rules.ingest(
+            self._state,
+            batch,
+            self._settings,
+            now=workflow.now(),
+            follow_ups=self._follow_ups,
+        )
         for outcome, count in (
             ("accepted", ack.accepted),
             ("duplicate", ack.duplicates),
@@ -199,6 +210,7 @@ class ProxyWorkflow:
     @workflow.run
     async def run(self, input: ProxyInput) -> None:
         self._budgeted = workflow.patched(TASK_BUDGET_PATCH)
+        self._follow_ups = workflow.patched(FOLLOW_UPS_PATCH)
         # Tunables come from the workers' configuration, read afresh each run,
         # so a changed setting applies from the next continue-as-new on.
         self._settings = await workflow.execute_local_activity(
@@ -352,7 +364,12 @@ class ProxyWorkflow:
             event_bytes = min(event_bytes, room * 2 // 3)
             rejection_bytes = min(rejection_bytes, room // 3)
         deliveries = rules.take(
-            state, settings.delivery_batch, self._busy, event_bytes, due=self._due()
+            state,
+            settings.delivery_batch,
+            self._busy,
+            event_bytes,
+            due=self._due(),
+            remember=self._follow_ups,
         )
         # Rejections share a delivery with events, so they get half its bytes.
         rejections = rules.take_rejections(state, rejection_bytes)

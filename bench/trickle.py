@@ -79,6 +79,8 @@ class TrickleRun:
     drain_s: float = 120.0  # the longest wait for results after the last send
     processes: int = 1
     seed: int = 1
+    # More flags for every worker (the levers: ``--proxy-hold 30``).
+    worker_args: tuple[str, ...] = ()
 
     def spec(self, rate_per_min: float, run: str) -> TrickleSpec:
         return TrickleSpec(
@@ -208,7 +210,7 @@ async def run_trickle(rate_per_min: float, run: TrickleRun) -> dict[str, object]
     """One rate through the real pipeline on a fresh stack."""
     tag = f"r{int(rate_per_min)}-"
     jobs, events = build(run.spec(rate_per_min, tag))
-    linger = ["--job-linger", str(run.linger_s)]
+    linger = ["--job-linger", str(run.linger_s), *run.worker_args]
     with stack(
         lambda root: [
             [*args, *linger]
@@ -217,12 +219,12 @@ async def run_trickle(rate_per_min: float, run: TrickleRun) -> dict[str, object]
     ) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)
-        figures = await _drive(s, sender, jobs, events, rate_per_min, run)
+        figures = await drive_trickle(s, sender, jobs, events, rate_per_min, run)
     figures["offered_events_per_min"] = rate_per_min
     return figures
 
 
-async def _drive(
+async def drive_trickle(
     s: Stack,
     sender: EventSender,
     jobs: list[TrickleJob],
@@ -500,6 +502,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--linger", type=float, help=f"workers' --job-linger ({d.linger_s})")
     p.add_argument("--processes", type=int, help="worker processes (1)")
     p.add_argument("--seed", type=int, help="the workload's seed (1)")
+    p.add_argument(
+        "--worker-args",
+        type=lambda v: tuple(v.split()),
+        help="more flags for every worker, e.g. --worker-args='--proxy-hold 30'",
+    )
     p.add_argument("--search-from", type=float, help="the search's first rate")
     p.add_argument("--no-search", action="store_true", help="the fixed rates only")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -515,6 +522,7 @@ def run_from(args: argparse.Namespace) -> TrickleRun:
         "linger_s": args.linger,
         "processes": args.processes,
         "seed": args.seed,
+        "worker_args": args.worker_args,
     }
     return replace(run, **{k: v for k, v in changes.items() if v is not None})
 

@@ -21,6 +21,11 @@ from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Rejection, reject
 # redeliveries and lets the proxy report them to the sender.
 RECENT_EVENT_IDS = 10_000
 
+# Jobs a proxy remembers having delivered to (see ``ProxyState.delivered``):
+# at 20,000 events/min about 8 minutes of one shard's jobs, a few hundred KiB
+# in the state a run carries into the next.
+DELIVERED_JOBS = 5_000
+
 # Defaults of ProxySettings, which the worker's settings read from here.
 DEFAULT_MAX_PENDING = 50_000
 DEFAULT_DELIVERY_BATCH = 2_000
@@ -95,6 +100,10 @@ class ProxyState(msgspec.Struct, kw_only=True):
     # job key -> the traceparents of the batches its queued events came in
     # (traced batches only; at most TRACES_PER_JOB)
     traces: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    # job keys this proxy delivered to lately, oldest first (at most
+    # DELIVERED_JOBS): their later events go at once (``follow_ups``), since
+    # the job already holds the rest and waiting cannot make it one delivery
+    delivered: dict[str, None] = msgspec.field(default_factory=dict)
 
 
 # Traceparents kept per held job: a delivery continues the first and links
@@ -121,11 +130,13 @@ def ingest(
     settings: ProxySettings,
     *,
     now: datetime,
+    follow_ups: bool = False,
 ) -> IngestAck:
     """Take a batch into the outbox at ``now``; never raises for bad events.
 
     Each job's queueing time and completeness are tracked for
-    ``take(due=...)``.
+    ``take(due=...)``. With ``follow_ups``, events for a job delivered to
+    lately are due at once, like a complete job's.
     """
     accepted = duplicates = 0
     touched: dict[str, None] = {}
@@ -152,7 +163,9 @@ def ingest(
         state.pending += 1
         accepted += 1
     for job in touched:
-        if job not in state.complete and is_complete(state.outbox[job]):
+        if job not in state.complete and (
+            (follow_ups and job in state.delivered) or is_complete(state.outbox[job])
+        ):
             state.complete[job] = None
         if batch.trace is not None:
             traces = state.traces.setdefault(job, [])
@@ -227,6 +240,7 @@ def take(
     max_bytes: int | None = None,
     *,
     due: datetime | None = None,
+    remember: bool = False,
 ) -> list[JobDelivery]:
     """Remove up to about ``limit`` events (and ``max_bytes`` of payload) for
     jobs not in ``busy``; at least one event whenever a job is free.
@@ -239,6 +253,8 @@ def take(
     With ``due``, only jobs that are complete or were queued at or before
     ``due`` are taken: the others wait for more of their events, so that a
     job gets one delivery (one workflow task) rather than one per trickle.
+    With ``remember``, each job taken joins ``state.delivered`` (and the rest
+    of a split job stays due at once).
     """
     budget = max_bytes if max_bytes is not None else float("inf")
     taken: list[JobDelivery] = []
@@ -270,6 +286,10 @@ def take(
             state.outbox[key] = events[n:]
             traces = list(state.traces.get(key, ()))
         state.complete.pop(key, None)
+        if remember:
+            remember_delivered(state, key)
+            if n < len(events):
+                state.complete[key] = None
         first = events[0]
         taken.append(
             JobDelivery(
@@ -283,6 +303,16 @@ def take(
         size += weight
     state.pending -= count
     return taken
+
+
+def remember_delivered(state: ProxyState, key: str) -> None:
+    """Note a delivery to ``key``, forgetting the oldest past DELIVERED_JOBS."""
+    state.delivered.pop(key, None)
+    state.delivered[key] = None
+    excess = len(state.delivered) - DELIVERED_JOBS
+    if excess > 0:
+        for old in list(state.delivered)[:excess]:
+            del state.delivered[old]
 
 
 def take_rejections(state: ProxyState, max_bytes: int) -> list[Rejection]:

@@ -36,9 +36,10 @@ def ingest(
     settings: ProxySettings,
     *,
     now: datetime = T0,
+    follow_ups: bool = False,
 ) -> IngestAck:
     """``proxy_rules.ingest``, at T0 unless a test says when."""
-    return proxy_rules.ingest(state, batch, settings, now=now)
+    return proxy_rules.ingest(state, batch, settings, now=now, follow_ups=follow_ups)
 
 
 def result(
@@ -493,6 +494,46 @@ def test_events_put_back_after_a_failed_delivery_are_due_at_once() -> None:
     assert state.queued_at == {}
     assert any_due(state, set(), due=T0)
     assert ids(take(state, 100, set(), due=T0)[0].events) == ["j:0", "j:1"]
+
+
+def test_a_delivered_jobs_later_events_are_due_at_once_with_follow_ups() -> None:
+    """A job whose hold ran out (or that a draining proxy sent early) is
+    partly with its job already: its later events go at once instead of
+    waiting out another hold for a whole job the proxy can no longer see."""
+    for follow_ups in (False, True):
+        state = ProxyState()
+        ingest(
+            state,
+            IngestBatch(events=[opened("j"), two_parts("j", 0)]),
+            SETTINGS,
+            now=T0,
+        )
+        (first,) = take(state, 100, set(), due=T0, remember=follow_ups)
+        assert ids(first.events) == ["j:opened", "j:0"]
+        assert ("tenant-a/j" in state.delivered) == follow_ups
+        ingest(
+            state,
+            IngestBatch(events=[two_parts("j", 1)]),
+            SETTINGS,
+            now=T2,
+            follow_ups=follow_ups,
+        )
+        # Held until T2 + hold without follow-ups; due at once with them.
+        assert any_due(state, set(), due=T1) == follow_ups
+        taken = take(state, 100, set(), due=T1, remember=follow_ups)
+        assert [ids(d.events) for d in taken] == ([["j:1"]] if follow_ups else [])
+
+
+def test_the_proxy_remembers_only_its_latest_deliveries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy_rules, "DELIVERED_JOBS", 3)
+    state = ProxyState()
+    for n, job in enumerate(("a", "b", "c", "a", "d")):
+        ingest(state, IngestBatch(events=[result(job, n)]), SETTINGS, now=T0)
+        take(state, 100, set(), remember=True)
+    # "a" was delivered again after "b", so "b" is the oldest forgotten.
+    assert list(state.delivered) == ["tenant-a/c", "tenant-a/a", "tenant-a/d"]
 
 
 # --- One workflow task's bytes -------------------------------------------------

@@ -1,0 +1,323 @@
+"""The soak: ``python -m script.soak`` (``make soak``: 30 minutes of trickle
+at 20,000 events/min; ``make test`` runs a 2-minute version).
+
+The trickle workload (``wire.trickle``: Poisson job arrivals, each job's
+events spread over 20-30 s, 2% stragglers amending a timed-out version)
+through the real pipeline on one fresh stack, with a linger short enough that
+jobs close within the run. Every ``--sample`` seconds (a minute by default)
+it samples the workers' RSS, each proxy's history length (its current run),
+the history length of the running jobs (up to 50 of them, their largest and
+mean), the number of running jobs, and the dev server's database size
+(``temporal.db`` with its WAL). At the end it audits the file sink exactly:
+every job has exactly one result per version (nothing doubled), the
+results of each job cover every event it sent (nothing lost: results still
+on their way when the sending ends are waited for, up to ten minutes), each
+straggler job ends amended. RSS growth is measured from the first sample after the
+warm-up (a fifth of the run, at least one job window) to the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+import psutil
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from actors import names, routing
+from bench.run import SHARDS, Stack, pipeline_workers, stack
+from bench.trickle import TrickleRun, drive_trickle
+from ingress.sender import EventSender
+from runtime.cli import configure_logging, exit_now
+from wire import DATA_CONVERTER
+from wire.trickle import TrickleJob, build
+
+JOB_SAMPLE = 50
+
+
+class _Result(msgspec.Struct):
+    result_id: str
+    tenant_id: str
+    job_id: str
+    version: int
+    events: int
+    status: str
+
+
+_result = msgspec.json.Decoder(_Result)
+
+
+async def _history_length(client: Client, workflow_id: str) -> int | None:
+    """The history length of the workflow's current run; None when it has
+    none (not started yet, or closed and gone)."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return described.raw_description.workflow_execution_info.history_length
+
+
+async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
+    """One sample of what could grow: memory, histories, the database."""
+    rss = 0
+    for worker in s.workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            rss += psutil.Process(worker.pid).memory_info().rss
+    proxies = await asyncio.gather(
+        *(_history_length(client, routing.proxy_id(n)) for n in range(SHARDS))
+    )
+    query = f"WorkflowType = '{names.JOB}' AND ExecutionStatus = 'Running'"
+    running = (await client.count_workflows(query)).count
+    ids = [e.id async for e in client.list_workflows(query, limit=JOB_SAMPLE)]
+    jobs = [
+        n
+        for n in await asyncio.gather(*(_history_length(client, i) for i in ids))
+        if n is not None
+    ]
+    db = sum(
+        p.stat().st_size
+        for p in s.root.glob("temporal.db*")
+        if p.is_file()  # the database, its -wal and -shm
+    )
+    return {
+        "t": round(t, 1),
+        "worker_rss_mib": round(rss / 2**20, 1),
+        "proxy_history_length": [n for n in proxies if n is not None],
+        "running_jobs": running,
+        "job_history_length_max": max(jobs, default=0),
+        "job_history_length_mean": round(sum(jobs) / len(jobs), 1) if jobs else 0,
+        "database_mib": round(db / 2**20, 1),
+    }
+
+
+def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
+    """Exactly once: one result per job and version, covering its events."""
+    results = [_result.decode(line) for line in path.read_bytes().splitlines()]
+    versions = Counter((r.tenant_id, r.job_id, r.version) for r in results)
+    ids = Counter(r.result_id for r in results)
+    covered: dict[str, int] = {}
+    amended: set[str] = set()
+    for r in results:
+        key = f"{r.tenant_id}/{r.job_id}"
+        covered[key] = max(covered.get(key, 0), r.events)
+        if r.status == "amended":
+            amended.add(key)
+    lost = [j.key for j in jobs if covered.get(j.key, 0) < j.events]
+    stragglers = [j.key for j in jobs if j.straggler_at_s is not None]
+    return {
+        "jobs": len(jobs),
+        "results": len(results),
+        "events_expected": sum(j.events for j in jobs),
+        "events_covered": sum(min(covered.get(j.key, 0), j.events) for j in jobs),
+        "lost_jobs": len(lost),
+        "doubled_results": sum(n - 1 for n in versions.values() if n > 1)
+        + sum(n - 1 for n in ids.values() if n > 1),
+        "stragglers": len(stragglers),
+        "stragglers_amended": sum(k in amended for k in stragglers),
+        "lost_examples": lost[:5],
+    }
+
+
+def growth(samples: list[dict[str, object]], warm_s: float) -> float | None:
+    """RSS growth from the first sample at or after ``warm_s`` to the last."""
+    warm = [x for x in samples if float(x["t"]) >= warm_s]  # type: ignore[arg-type]
+    if len(warm) < 2:
+        return None
+    first = float(warm[0]["worker_rss_mib"])  # type: ignore[arg-type]
+    last = float(warm[-1]["worker_rss_mib"])  # type: ignore[arg-type]
+    return round((last - first) / first, 3) if first else None
+
+
+async def soak(
+    *,
+    minutes: float,
+    rate_per_min: float = 20_000,
+    sample_s: float = 60.0,
+    linger_s: float = 60.0,
+    worker_args: tuple[str, ...] = (),
+    settle_s: float = 600.0,
+) -> dict[str, object]:
+    """The soak at ``rate_per_min`` for ``minutes``; figures and samples."""
+    run = replace(
+        TrickleRun(),
+        duration_s=minutes * 60,
+        linger_s=linger_s,
+        sample_s=10.0,
+        worker_args=worker_args,
+    )
+    jobs, events = build(run.spec(rate_per_min, f"soak{int(time.time())}-"))
+    linger = ["--job-linger", str(linger_s), *worker_args]
+    with stack(
+        lambda root: [
+            [*a, *linger] for a in pipeline_workers(1, f"file:{root / 'out'}")
+        ]
+    ) as s:
+        client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
+        sender = EventSender(client, shards=SHARDS)
+        samples: list[dict[str, object]] = []
+        t0 = time.monotonic()
+        stop = asyncio.Event()
+
+        async def sampling() -> None:
+            samples.append(await sample(s, client, 0.0))
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), sample_s)
+                samples.append(await sample(s, client, time.monotonic() - t0))
+
+        sampler = asyncio.create_task(sampling())
+        figures = await drive_trickle(s, sender, jobs, events, rate_per_min, run)
+        # Results still on their way when the trickle stopped waiting: a job
+        # is lost only if its results never cover its events.
+        results = s.sink / "job.result.jsonl"
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            if not audit(results, jobs)["lost_jobs"]:
+                break
+            await asyncio.sleep(1.0)
+        settled_s = time.monotonic() - t0
+        # Let the last jobs' linger run out, so that closes are in the cost.
+        await asyncio.sleep(linger_s + 5)
+        stop.set()
+        await sampler
+        checked = audit(results, jobs)
+        checked["all_covered_at_s"] = round(settled_s, 1)
+    warm_s = max(run.window_s[1], minutes * 60 / 5)
+    return {
+        "minutes": minutes,
+        "offered_events_per_min": rate_per_min,
+        "trickle": {k: v for k, v in figures.items() if k != "backlog"},
+        "audit": checked,
+        "samples": samples,
+        "rss_growth_after_warm_up": growth(samples, warm_s),
+        "warm_up_s": warm_s,
+    }
+
+
+def markdown(result: dict[str, object]) -> str:
+    a = result["audit"]
+    t = result["trickle"]
+    assert isinstance(a, dict)
+    assert isinstance(t, dict)
+    rows = [
+        f"Soak: {result['minutes']:g} min at {result['offered_events_per_min']:,.0f} "
+        f"events/min offered; achieved {t['events_per_min']:,}/min, "
+        f"p50/p95/p99 {t['p50_s']}/{t['p95_s']}/{t['p99_s']} s; "
+        f"{a['jobs']:,} jobs, {a['events_expected']:,} events: "
+        f"{a['lost_jobs']} lost, {a['doubled_results']} doubled "
+        f"(all covered {a['all_covered_at_s']} s after the start); "
+        f"{a['stragglers_amended']}/{a['stragglers']} stragglers amended; "
+        f"worker RSS growth after warm-up: {result['rss_growth_after_warm_up']}.",
+        "",
+        "| t s | worker RSS MiB | proxy history length | running jobs | "
+        "job history max / mean | database MiB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for x in result["samples"]:  # type: ignore[union-attr]
+        rows.append(
+            f"| {x['t']} | {x['worker_rss_mib']} | "
+            f"{', '.join(map(str, x['proxy_history_length']))} | "
+            f"{x['running_jobs']} | {x['job_history_length_max']} / "
+            f"{x['job_history_length_mean']} | {x['database_mib']} |"
+        )
+    return "\n".join(rows)
+
+
+def chart(result: dict[str, object], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["samples"]
+    assert isinstance(samples, list)
+    t = [x["t"] / 60 for x in samples]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    (rss, proxies), (jobs, db) = axes
+    rss.plot(t, [x["worker_rss_mib"] for x in samples], marker="o")
+    rss.set_title("worker RSS (MiB)")
+    for n in range(max(len(x["proxy_history_length"]) for x in samples)):
+        proxies.plot(
+            t,
+            [
+                x["proxy_history_length"][n]
+                if n < len(x["proxy_history_length"])
+                else None
+                for x in samples
+            ],
+            marker=".",
+            label=f"proxy/{n}",
+        )
+    proxies.set_title("proxy history length (current run)")
+    proxies.legend(fontsize="small")
+    jobs.plot(t, [x["job_history_length_max"] for x in samples], label="max")
+    jobs.plot(t, [x["job_history_length_mean"] for x in samples], label="mean")
+    jobs.set_title(f"running jobs' history length (up to {JOB_SAMPLE})")
+    jobs.legend(fontsize="small")
+    db.plot(t, [x["database_mib"] for x in samples], marker="o")
+    db.set_title("dev server database (MiB)")
+    for ax in (jobs, db):
+        ax.set_xlabel("minutes")
+    fig.suptitle(
+        f"Soak: {result['minutes']:g} min at "
+        f"{result['offered_events_per_min']:,.0f} events/min"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m script.soak", description=__doc__)
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=20_000.0, help="events/min offered")
+    p.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
+    p.add_argument("--linger", type=float, default=60.0, help="workers' --job-linger")
+    p.add_argument(
+        "--worker-args",
+        type=lambda v: tuple(v.split()),
+        default=(),
+        help="more flags for the worker, e.g. --worker-args='--proxy-hold 30'",
+    )
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--out", type=Path, help="also write the JSON results here")
+    p.add_argument("--chart", type=Path, help="write the PNG chart here")
+    p.add_argument("--markdown", action="store_true", help="a table to stderr")
+    return p.parse_args(argv)
+
+
+def cli() -> None:
+    """The command line: ``python -m script.soak``; exits 1 when anything
+    was lost or doubled."""
+    args = parse_args()
+    configure_logging("warning")
+    result = asyncio.run(
+        soak(
+            minutes=args.minutes,
+            rate_per_min=args.rate,
+            sample_s=args.sample,
+            linger_s=args.linger,
+            worker_args=args.worker_args,
+        )
+    )
+    encoded = msgspec.json.format(msgspec.json.encode(result))
+    if args.out:
+        args.out.write_bytes(encoded + b"\n")
+    if args.json:
+        sys.stdout.write(encoded.decode() + "\n")
+    if args.markdown:
+        print(markdown(result), file=sys.stderr)
+    if args.chart:
+        chart(result, args.chart)
+    a = result["audit"]
+    assert isinstance(a, dict)
+    exit_now(0 if a["lost_jobs"] == 0 and a["doubled_results"] == 0 else 1)
