@@ -158,7 +158,15 @@ class FanOutSink(Sink):
         name, sink = self.names[index], self.sinks[index]
         if self._defer is None:
             return await sink.write(records)
-        written = await asyncio.wait_for(sink.write(records), self._member_timeout_s)
+        try:
+            written = await asyncio.wait_for(
+                sink.write(records), self._member_timeout_s
+            )
+        finally:
+            # However this attempt ended (refused records, cancellation), it
+            # is no longer the one probing the sink.
+            if (probed := self._down.get(name)) is not None:
+                probed.probing = False
         if (down := self._down.pop(name, None)) is not None:
             log.warning(
                 "sink back: writing to it again",
@@ -179,7 +187,6 @@ class FanOutSink(Sink):
                 error=f"{type(error).__name__}: {error}"[:300],
             )
         else:
-            down.probing = False
             down.failed_again(now)
 
     def observe(self, observer: Observer) -> None:

@@ -22,9 +22,10 @@ from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES, Rejection, reject
 RECENT_EVENT_IDS = 10_000
 
 # Jobs a proxy remembers having delivered to (see ``ProxyState.delivered``):
-# at 20,000 events/min about 8 minutes of one shard's jobs, a few hundred KiB
-# in the state a run carries into the next.
-DELIVERED_JOBS = 5_000
+# at 20,000 events/min over 4 shards about 3 minutes of one shard's jobs, and
+# at most about 500 KiB (before compression) in the state a run carries into
+# the next even with 128-character tenant and job ids.
+DELIVERED_JOBS = 2_000
 
 # Defaults of ProxySettings, which the worker's settings read from here.
 DEFAULT_MAX_PENDING = 50_000

@@ -1101,3 +1101,24 @@ async def test_a_failed_deferral_fails_the_write(tmp_path: Path) -> None:
 def test_a_fan_out_refuses_two_sinks_of_one_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="distinct names"):
         FanOutSink([FileSink(tmp_path / "a"), FileSink(tmp_path / "b")], ["x", "x"])
+
+
+async def test_a_probe_that_refuses_the_records_leaves_the_sink_probed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FailingSink(FileSink(tmp_path / "b"), down=True)
+    sink, _ = _deferring(tmp_path, failing)
+    clock = [100.0]
+    monkeypatch.setattr(fanout.time, "monotonic", lambda: clock[0])
+    try:
+        await sink.write(sink_records([job_result(1)]))  # b goes down
+        clock[0] = 102.0
+        bad = [SinkRecord("no.such.kind", "x", b"{}")]
+        with pytest.raises(ValueError, match="unknown record kind"):
+            await sink.write(bad)  # the probe of b meets records every sink refuses
+        failing.down = False
+        assert await sink.write(sink_records([job_result(2)])) == 1
+        assert failing.attempts == 3  # probed again, and back
+        assert sink.down() == []
+    finally:
+        await sink.close()
