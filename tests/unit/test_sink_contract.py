@@ -1006,9 +1006,12 @@ async def test_a_down_sink_is_deferred_and_the_write_succeeds(
     failing = FailingSink(FileSink(tmp_path / "b"), down=True)
     sink, deferrals = _deferring(tmp_path, failing)
     first, second = sink_records([job_result(1)]), sink_records([job_result(2)])
+    counted = fanout.DEFERRED.labels("b")
+    before = counted._value.get()
     try:
         assert await sink.write(first) == 1
         assert deferrals.handed == [("b", [first[0].record_id])]
+        assert counted._value.get() == before + 1
         assert sink.down() == ["b"]
         # Within its probe interval the down sink is not tried at all.
         assert await sink.write(second) == 1
