@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
@@ -733,6 +734,20 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def report(
+    result: Any, args: argparse.Namespace, *tables: Callable[[Any], str]
+) -> None:
+    """What every bench command does with its results: ``--out`` (JSON file),
+    ``--json`` (stdout) and ``--markdown`` (each table, to stderr)."""
+    encoded = msgspec.json.format(msgspec.json.encode(result))
+    if args.out:
+        Path(args.out).write_bytes(encoded + b"\n")
+    if args.json:
+        sys.stdout.write(encoded.decode() + "\n")
+    if args.markdown:
+        print("\n\n".join(table(result) for table in tables), file=sys.stderr)
+
+
 def cli(trickle: Trickle | None = None) -> None:
     """The command line: ``python -m script.bench``."""
     args = parse_args()
@@ -741,15 +756,10 @@ def cli(trickle: Trickle | None = None) -> None:
         asyncio.run(serve_naive(args.serve_naive))
         exit_now(0)
     result = asyncio.run(main(args, trickle))
-    encoded = msgspec.json.format(msgspec.json.encode(result))
-    if args.out:
-        args.out.write_bytes(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    if args.markdown:
-        print(markdown(result), file=sys.stderr)
-        if args.trickle and trickle is not None:
-            print("\n" + trickle[1](result), file=sys.stderr)
+    tables = [markdown]
+    if args.trickle and trickle is not None:
+        tables.append(trickle[1])
+    report(result, args, *tables)
     if args.chart:
         chart(result, args.chart)
     exit_now(0)

@@ -23,36 +23,25 @@ import argparse
 import asyncio
 import contextlib
 import sqlite3
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
-import msgspec
 import psutil
 from temporalio.client import Client
 
 from bench.postgres import PostgresServer
-from bench.run import SHARDS, WORKLOADS, Stack, pipeline_workers, stack
+from bench.run import SHARDS, WORKLOADS, Stack, pipeline_workers, report, stack
 from ingress.sender import EventSender
 from runtime.cli import configure_logging, exit_now
 from wire import DATA_CONVERTER
-from wire.synthetic import WorkloadSpec, generate
+from wire.synthetic import ACCEPTANCE, WorkloadSpec, generate
 
 SPECS: dict[str, WorkloadSpec] = {
     "burst": replace(WORKLOADS["burst"], jobs=2000),
-    "acceptance": WorkloadSpec(
-        tenants=50,
-        jobs=5000,
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        early=0.3,
-        invalid=0.01,
-        seed=7,
-    ),
+    "acceptance": ACCEPTANCE,
 }
 SINKS = ("file", "sqlite", "postgresql")
 POLL_S = 0.2
@@ -294,11 +283,5 @@ def cli(argv: list[str] | None = None) -> None:
     result = asyncio.run(
         run_sinks(specs(args.quick), sinks=args.only, postgres=args.postgres)
     )
-    encoded = msgspec.json.format(msgspec.json.encode(result))
-    if args.out:
-        args.out.write_bytes(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    if args.markdown:
-        print(markdown(result), file=sys.stderr)
+    report(result, args, markdown)
     exit_now(0)

@@ -21,38 +21,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import msgspec
 import psutil
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
-from bench.run import SHARDS, Stack, pipeline_workers, stack
-from bench.trickle import TrickleRun, drive_trickle
+from bench.run import SHARDS, Stack, pipeline_workers, report, stack
+from bench.trickle import TrickleRun, drive_trickle, result_line
 from ingress.sender import EventSender
 from runtime.cli import configure_logging, exit_now
 from wire import DATA_CONVERTER
 from wire.trickle import TrickleJob, build
 
 JOB_SAMPLE = 50
-
-
-class _Result(msgspec.Struct):
-    result_id: str
-    tenant_id: str
-    job_id: str
-    version: int
-    events: int
-    status: str
-
-
-_result = msgspec.json.Decoder(_Result)
 
 
 async def _history_length(client: Client, workflow_id: str) -> int | None:
@@ -102,7 +88,7 @@ async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
 
 def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
     """Exactly once: one result per job and version, covering its events."""
-    results = [_result.decode(line) for line in path.read_bytes().splitlines()]
+    results = [result_line.decode(line) for line in path.read_bytes().splitlines()]
     versions = Counter((r.tenant_id, r.job_id, r.version) for r in results)
     ids = Counter(r.result_id for r in results)
     covered: dict[str, int] = {}
@@ -309,13 +295,7 @@ def cli() -> None:
             worker_args=args.worker_args,
         )
     )
-    encoded = msgspec.json.format(msgspec.json.encode(result))
-    if args.out:
-        args.out.write_bytes(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    if args.markdown:
-        print(markdown(result), file=sys.stderr)
+    report(result, args, markdown)
     if args.chart:
         chart(result, args.chart)
     a = result["audit"]

@@ -41,7 +41,6 @@ import asyncio
 import bisect
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
@@ -50,7 +49,15 @@ import msgspec
 import psutil
 from temporalio.client import Client
 
-from bench.run import SHARDS, Stack, console, percentile, pipeline_workers, stack
+from bench.run import (
+    SHARDS,
+    Stack,
+    console,
+    percentile,
+    pipeline_workers,
+    report,
+    stack,
+)
 from ingress.sender import EventSender
 from runtime.cli import configure_logging, exit_now
 from wire import DATA_CONVERTER
@@ -109,7 +116,10 @@ QUICK = TrickleRun(
 QUICK_RATES = (2_000, 4_000)
 
 
-class _Result(msgspec.Struct):
+class ResultLine(msgspec.Struct):
+    """What the trickle and the soak read of a ``job.result`` line."""
+
+    result_id: str
     tenant_id: str
     job_id: str
     version: int
@@ -117,7 +127,7 @@ class _Result(msgspec.Struct):
     status: str
 
 
-_result = msgspec.json.Decoder(_Result)
+result_line = msgspec.json.Decoder(ResultLine)
 
 
 @dataclass
@@ -157,7 +167,7 @@ class ResultTail:
         self._offset += len(chunk)
         *lines, self._buffer = (self._buffer + chunk).split(b"\n")
         for line in lines:
-            r = _result.decode(line)
+            r = result_line.decode(line)
             seen = self.jobs.setdefault(f"{r.tenant_id}/{r.job_id}", _Seen(now))
             if r.events > seen.covered:
                 self.covered += r.events - seen.covered
@@ -540,12 +550,5 @@ def cli() -> None:
             do_search=not args.no_search,
         )
     )
-    encoded = msgspec.json.format(msgspec.json.encode(result))
-    if args.out:
-        with open(args.out, "wb") as f:
-            f.write(encoded + b"\n")
-    if args.json:
-        sys.stdout.write(encoded.decode() + "\n")
-    if args.markdown:
-        print(markdown(result), file=sys.stderr)
+    report(result, args, markdown)
     exit_now(0)

@@ -67,6 +67,48 @@ class Expected:
 
 FAULTY_SCORE = 1.25
 
+# The contract's acceptance workload: 5,000 jobs across 50 tenants, 3 types x
+# 2 parts, 5% redeliveries, 30% of jobs with results before job.opened, 1%
+# invalid events (the end-to-end tests and ``script.bench --sinks``).
+ACCEPTANCE = WorkloadSpec(
+    tenants=50,
+    jobs=5000,
+    types=3,
+    parts=2,
+    duplicates=0.05,
+    early=0.3,
+    invalid=0.01,
+    seed=7,
+)
+
+
+def result_line(
+    tenant: str,
+    job: str,
+    analysis_type: str,
+    part: int,
+    parts: int,
+    body: bytes,
+    at: str,
+) -> bytes:
+    """One ``analysis.result`` event line, its payload ``body`` spliced in as
+    it is (already JSON), its event id derived from the job and the part."""
+    return (
+        b'{"type":"analysis.result","event_id":"%s","tenant_id":"%s",'
+        b'"job_id":"%s","analysis_type":"%s","part":%d,"parts":%d,'
+        b'"payload":%s,"at":"%s"}'
+        % (
+            f"{tenant}:{job}:{analysis_type}:{part}".encode(),
+            tenant.encode(),
+            job.encode(),
+            analysis_type.encode(),
+            part,
+            parts,
+            body,
+            at.encode(),
+        )
+    )
+
 
 def payload(
     rng: random.Random, analysis_type: str, size: int, *, faulty: bool = False
@@ -178,18 +220,14 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
                     expected.faulty.append(key)
                 parts.append(body)
                 results.append(
-                    b'{"type":"analysis.result","event_id":"%s","tenant_id":"%s",'
-                    b'"job_id":"%s","analysis_type":"%s","part":%d,"parts":%d,'
-                    b'"payload":%s,"at":"%s"}'
-                    % (
-                        f"{tenant}:{job}:{analysis_type}:{part}".encode(),
-                        tenant.encode(),
-                        job.encode(),
-                        analysis_type.encode(),
+                    result_line(
+                        tenant,
+                        job,
+                        analysis_type,
                         part,
                         spec.parts,
                         body,
-                        at.isoformat().encode(),
+                        at.isoformat(),
                     )
                 )
             expected.payloads[key][analysis_type] = parts

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 import msgspec
 
-from wire.synthetic import ANALYSIS_TYPES, BASE_TIME, payload
+from wire.synthetic import ANALYSIS_TYPES, BASE_TIME, payload, result_line
 
 _json = msgspec.json.Encoder()
 
@@ -149,18 +149,8 @@ def _job(
         events.append(
             (
                 send_at,
-                b'{"type":"analysis.result","event_id":"%s","tenant_id":"%s",'
-                b'"job_id":"%s","analysis_type":"%s","part":%d,"parts":%d,'
-                b'"payload":%s,"at":"%s"}'
-                % (
-                    f"{tenant}:{job}:{analysis_type}:{part}".encode(),
-                    tenant.encode(),
-                    job.encode(),
-                    analysis_type.encode(),
-                    part,
-                    parts[analysis_type],
-                    body,
-                    sent.encode(),
+                result_line(
+                    tenant, job, analysis_type, part, parts[analysis_type], body, sent
                 ),
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -28,7 +29,7 @@ from tests.support.sql import (
     sql_progress,
 )
 from tests.support.temporal import address_of
-from wire.synthetic import Expected, WorkloadSpec, generate
+from wire.synthetic import ACCEPTANCE, Expected, generate
 
 # The contract's acceptance workload: 5,000 jobs across 50 tenants, 5%
 # redeliveries, results before job.opened, 1% invalid events. `make test`
@@ -75,16 +76,7 @@ async def test_workload_yields_one_result_per_job_and_one_dead_letter_per_bad_ev
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    spec = WorkloadSpec(
-        tenants=50,
-        jobs=JOBS,
-        types=3,
-        parts=2,
-        duplicates=0.05,
-        early=0.3,
-        invalid=0.01,
-        seed=7,
-    )
+    spec = replace(ACCEPTANCE, jobs=JOBS)
     lines, expected = generate(spec)
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"\n".join(lines) + b"\n")
