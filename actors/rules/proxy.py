@@ -310,10 +310,9 @@ def remember_delivered(state: ProxyState, key: str) -> None:
     """Note a delivery to ``key``, forgetting the oldest past DELIVERED_JOBS."""
     state.delivered.pop(key, None)
     state.delivered[key] = None
-    excess = len(state.delivered) - DELIVERED_JOBS
-    if excess > 0:
-        for old in list(state.delivered)[:excess]:
-            del state.delivered[old]
+    # Per job delivered: drop the oldest without copying the keys.
+    while len(state.delivered) > DELIVERED_JOBS:
+        del state.delivered[next(iter(state.delivered))]
 
 
 def take_rejections(state: ProxyState, max_bytes: int) -> list[Rejection]:
