@@ -79,6 +79,10 @@ class JobDelivery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     events: list[Event]
     # The traceparents of the batches these events came in, when traced.
     traces: list[str] = msgspec.field(default_factory=list)
+    # When the oldest of these events reached the proxy (None: not known, as
+    # for events put back after a failed delivery). A job's first delivery
+    # carries its first event's arrival, which its deadline counts from.
+    queued_at: datetime | None = None
 
 
 class ProxyState(msgspec.Struct, kw_only=True):
@@ -270,6 +274,7 @@ def take(
         if key in busy or not is_due(state, key, due):
             continue
         events = state.outbox[key]
+        queued_at = state.queued_at.get(key)
         n = weight = 0
         for event in events:
             cost = len(getattr(event, "payload", b""))
@@ -298,6 +303,7 @@ def take(
                 job_id=first.job_id,
                 events=events[:n],
                 traces=traces,
+                queued_at=queued_at,
             )
         )
         count += n

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -252,13 +252,28 @@ def test_take_keeps_each_jobs_events_together_and_in_order() -> None:
             tenant_id="tenant-a",
             job_id="a",
             events=[result("a", 0), result("a", 1), result("a", 2)],
+            queued_at=T0,
         ),
         JobDelivery(
             tenant_id="tenant-a",
             job_id="b",
             events=[result("b", i) for i in range(4)],
+            queued_at=T0,
         ),
     ]
+
+
+def test_a_delivery_carries_when_its_jobs_first_event_reached_the_proxy() -> None:
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[result("a", 0)]), SETTINGS, now=T0)
+    later = T0 + timedelta(seconds=3)
+    ingest(state, IngestBatch(events=[result("a", 1)]), SETTINGS, now=later)
+    [delivery] = take(state, 100, set())
+    assert delivery.queued_at == T0
+    # Put back after a failed delivery: due at once, its arrival unknown.
+    requeue(state, [delivery], [])
+    [again] = take(state, 100, set())
+    assert again.queued_at is None
 
 
 def test_take_serves_jobs_in_the_order_they_first_queued() -> None:
