@@ -41,6 +41,10 @@ TASK_BUDGET_PATCH = "proxy-task-byte-budget"
 # had a delivery (``rules.ProxyState.delivered``), rather than holding them
 # for the rest of a job the proxy no longer sees whole.
 FOLLOW_UPS_PATCH = "proxy-follow-ups-at-once"
+# Runs started since this patch carry held jobs into the next run when they
+# continue as new (delivering only the oldest, past ``rules.CARRY_BYTES``),
+# rather than delivering everything they hold first.
+CARRY_PATCH = "proxy-carry-held"
 
 
 @workflow.defn(name=names.PROXY)
@@ -56,8 +60,12 @@ class ProxyWorkflow:
     reported every ``rollup_interval_s``.
 
     When Temporal suggests continue-as-new, the proxy drains: it refuses new
-    batches (senders retry), delivers and reports what it holds, and carries
-    only its de-duplication window and counters into the next run.
+    batches (senders retry), lets its deliveries in flight finish, delivers
+    its edge rejections and, oldest first, the held jobs that do not fit in
+    ``rules.CARRY_BYTES``, then carries the rest (held events with their
+    queueing times, unreported rollups, the de-duplication window, counters)
+    into the next run, where the hold goes on as if nothing happened. A
+    retired shard delivers and reports everything instead.
     """
 
     @workflow.init
@@ -85,6 +93,7 @@ class ProxyWorkflow:
         self._budget = rules.TaskBudget()
         self._budgeted = False
         self._follow_ups = False
+        self._carry = False
         # Replay-safe metrics (the SDK emits nothing while replaying), so each
         # event is counted once, here, where it is acknowledged.
         meter = workflow.metric_meter().with_additional_attributes(
@@ -211,6 +220,7 @@ class ProxyWorkflow:
     async def run(self, input: ProxyInput) -> None:
         self._budgeted = workflow.patched(TASK_BUDGET_PATCH)
         self._follow_ups = workflow.patched(FOLLOW_UPS_PATCH)
+        self._carry = workflow.patched(CARRY_PATCH)
         # Tunables come from the workers' configuration, read afresh each run,
         # so a changed setting applies from the next continue-as-new on.
         self._settings = await workflow.execute_local_activity(
@@ -223,7 +233,7 @@ class ProxyWorkflow:
         while True:
             if self._drain_due():
                 # Refuse new batches (the validator pushes back) and deliver
-                # what is held: what the next run carries stays small however
+                # what the next run may not carry: it stays small however
                 # busy the shard is.
                 self._draining = True
             if self._run_done():
@@ -288,14 +298,23 @@ class ProxyWorkflow:
             self._settings.continue_as_new_after
         )
 
+    def _carrying(self) -> bool:
+        """Draining into a next run that takes over what is held."""
+        return self._carry and self._draining and not self._retired
+
     def _drained(self) -> bool:
         state = self._state
-        return not state.outbox and not state.rejections and self._running == 0
+        if state.rejections or self._running:
+            return False
+        if self._carrying():
+            return not rules.over_carry(state)
+        return not state.outbox and not state.rollups
 
     def _run_done(self) -> bool:
-        """Draining, with everything delivered and reported (a retired run
-        also waits for a report in flight: nothing comes after it)."""
-        if not self._draining or not self._drained() or self._state.rollups:
+        """Draining, with everything delivered and reported that the next run
+        does not take over (a retired run also waits for a report in flight:
+        nothing comes after it)."""
+        if not self._draining or not self._drained():
             return False
         return not (self._retired and self._reporting)
 
@@ -312,6 +331,8 @@ class ProxyWorkflow:
             return False
         if self._state.rejections:
             return True
+        if self._carrying() and not rules.over_carry(self._state):
+            return False  # the next run delivers the rest
         return rules.any_due(self._state, self._busy, self._due())
 
     def _delivery_room(self) -> int | None:
@@ -335,6 +356,8 @@ class ProxyWorkflow:
         return timedelta(seconds=self._settings.rollup_interval_s)
 
     def _report_due(self) -> bool:
+        if self._carrying():
+            return False  # the next run reports them
         return (
             bool(self._state.rollups)
             and not self._reporting
@@ -344,7 +367,7 @@ class ProxyWorkflow:
     def _until_report(self) -> timedelta | None:
         """How long until held rollups are due; None when none are held (so
         no timer runs while there is nothing to report)."""
-        if not self._state.rollups or self._reporting:
+        if not self._state.rollups or self._reporting or self._carrying():
             return None
         if self._draining:
             return timedelta(0)

@@ -27,6 +27,12 @@ RECENT_EVENT_IDS = 10_000
 # the next even with 128-character tenant and job ids.
 DELIVERED_JOBS = 2_000
 
+# Held events (``event_bytes``) a proxy may carry into its next run when it
+# continues as new; past this it first delivers its oldest held jobs. With the
+# de-duplication window and the delivered jobs beside it, the next run's input
+# stays well under Temporal's 2 MiB payload limit.
+CARRY_BYTES = 512 << 10
+
 # Defaults of ProxySettings, which the worker's settings read from here.
 DEFAULT_MAX_PENDING = 50_000
 DEFAULT_DELIVERY_BATCH = 2_000
@@ -109,6 +115,9 @@ class ProxyState(msgspec.Struct, kw_only=True):
     # DELIVERED_JOBS): their later events go at once (``follow_ups``), since
     # the job already holds the rest and waiting cannot make it one delivery
     delivered: dict[str, None] = msgspec.field(default_factory=dict)
+    # What the outbox's events come to (``event_bytes``): what a
+    # continue-as-new would carry of them (see CARRY_BYTES)
+    held_bytes: int = 0
 
 
 # Traceparents kept per held job: a delivery continues the first and links
@@ -166,6 +175,7 @@ def ingest(
         state.outbox.setdefault(job, []).append(event)
         touched[job] = None
         state.pending += 1
+        state.held_bytes += event_bytes(event)
         accepted += 1
     for job in touched:
         if job not in state.complete and (
@@ -308,8 +318,14 @@ def take(
         )
         count += n
         size += weight
+        state.held_bytes -= sum(map(event_bytes, events[:n]))
     state.pending -= count
     return taken
+
+
+def over_carry(state: ProxyState) -> bool:
+    """Whether the held events are more than a continue-as-new may carry."""
+    return state.held_bytes > CARRY_BYTES
 
 
 def remember_delivered(state: ProxyState, key: str) -> None:
@@ -438,6 +454,7 @@ def requeue(
         newer = state.outbox.pop(key, [])
         state.outbox[key] = delivery.events + newer
         state.pending += len(delivery.events)
+        state.held_bytes += sum(map(event_bytes, delivery.events))
         state.queued_at.pop(key, None)  # due at once
         if delivery.traces:
             traces = delivery.traces + state.traces.get(key, [])

@@ -394,6 +394,12 @@ def test_outbox_never_loses_doubles_or_reorders_a_jobs_events(
                 delivered[delivery.job_id].extend(ids(delivery.events))
             in_flight = []
         assert state.pending == queued(state)
+        # What a continue-as-new would carry is kept exact, incrementally.
+        assert state.held_bytes == sum(
+            proxy_rules.event_bytes(e)
+            for events in state.outbox.values()
+            for e in events
+        )
     for delivery in in_flight:
         delivered[delivery.job_id].extend(ids(delivery.events))
     for job in JOBS:
@@ -603,3 +609,18 @@ def test_a_batch_costs_at_least_its_payloads_and_raw_inputs(
     assert cost == proxy_rules.deliveries_bytes(
         [JobDelivery(tenant_id="tenant-a", job_id="j", events=events)], rejections
     )
+
+
+def test_a_proxy_over_its_carry_budget_says_so_until_it_delivers() -> None:
+    big = b"x" * (60 << 10)
+    events = [result(f"j{n}", 0, payload=big) for n in range(10)]
+    state = ProxyState()
+    ingest(state, IngestBatch(events=events), ProxySettings(shard=0, shards=1))
+    assert state.held_bytes > proxy_rules.CARRY_BYTES
+    assert proxy_rules.over_carry(state)
+    # Oldest first (no due time): two jobs out, the rest fit.
+    taken = take(state, 2, set())
+    assert [d.job_id for d in taken] == ["j0", "j1"]
+    assert not proxy_rules.over_carry(state)
+    requeue(state, taken, [])
+    assert proxy_rules.over_carry(state)
