@@ -45,6 +45,9 @@ FOLLOW_UPS_PATCH = "proxy-follow-ups-at-once"
 # continue as new (delivering only the oldest, past ``rules.CARRY_BYTES``),
 # rather than delivering everything they hold first.
 CARRY_PATCH = "proxy-carry-held"
+# Runs started since this patch send a job whose ``job.opened`` sets a
+# deadline no longer than the hold at once (``rules.deadline_within``).
+SHORT_DEADLINES_PATCH = "proxy-short-deadlines-at-once"
 
 
 @workflow.defn(name=names.PROXY)
@@ -94,6 +97,7 @@ class ProxyWorkflow:
         self._budgeted = False
         self._follow_ups = False
         self._carry = False
+        self._short_deadlines = False
         # Replay-safe metrics (the SDK emits nothing while replaying), so each
         # event is counted once, here, where it is acknowledged.
         meter = workflow.metric_meter().with_additional_attributes(
@@ -123,6 +127,7 @@ class ProxyWorkflow:
             self._settings,
             now=workflow.now(),
             follow_ups=self._follow_ups,
+            short_deadlines=self._short_deadlines,
         )
         for outcome, count in (
             ("accepted", ack.accepted),
@@ -221,6 +226,7 @@ class ProxyWorkflow:
         self._budgeted = workflow.patched(TASK_BUDGET_PATCH)
         self._follow_ups = workflow.patched(FOLLOW_UPS_PATCH)
         self._carry = workflow.patched(CARRY_PATCH)
+        self._short_deadlines = workflow.patched(SHORT_DEADLINES_PATCH)
         # Tunables come from the workers' configuration, read afresh each run,
         # so a changed setting applies from the next continue-as-new on.
         self._settings = await workflow.execute_local_activity(

@@ -59,5 +59,9 @@ class WorkerConfig:
             max_deliveries=self.max_deliveries,
             continue_as_new_after=self.proxy_continue_as_new_after,
             rollup_interval_s=self.rollup_interval_s,
-            hold_s=self.hold_s,
+            # A job's deadline counts from its first event's arrival at the
+            # proxy: holding its events past the default deadline would make
+            # every job time out late (a job.opened's own shorter deadline is
+            # the proxy's to see: ``rules.deadline_within``).
+            hold_s=min(self.hold_s, self.job.default_deadline_s),
         )

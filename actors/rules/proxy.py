@@ -145,12 +145,15 @@ def ingest(
     *,
     now: datetime,
     follow_ups: bool = False,
+    short_deadlines: bool = False,
 ) -> IngestAck:
     """Take a batch into the outbox at ``now``; never raises for bad events.
 
     Each job's queueing time and completeness are tracked for
     ``take(due=...)``. With ``follow_ups``, events for a job delivered to
-    lately are due at once, like a complete job's.
+    lately are due at once, like a complete job's. With ``short_deadlines``,
+    so is a job whose ``job.opened`` gives it a deadline no longer than the
+    hold: holding it would make it time out late.
     """
     accepted = duplicates = 0
     touched: dict[str, None] = {}
@@ -179,7 +182,9 @@ def ingest(
         accepted += 1
     for job in touched:
         if job not in state.complete and (
-            (follow_ups and job in state.delivered) or is_complete(state.outbox[job])
+            (follow_ups and job in state.delivered)
+            or is_complete(state.outbox[job])
+            or (short_deadlines and deadline_within(state.outbox[job], settings.hold_s))
         ):
             state.complete[job] = None
         if batch.trace is not None:
@@ -211,6 +216,17 @@ def is_complete(events: list[Event]) -> bool:
             )
     return required is not None and all(
         t in parts and len(parts[t][1]) >= parts[t][0] for t in required
+    )
+
+
+def deadline_within(events: list[Event], seconds: float) -> bool:
+    """Whether a ``job.opened`` among ``events`` sets the job a deadline of
+    at most ``seconds``."""
+    return any(
+        isinstance(event, JobOpened)
+        and event.deadline_s is not None
+        and event.deadline_s <= seconds
+        for event in events
     )
 
 

@@ -37,9 +37,17 @@ def ingest(
     *,
     now: datetime = T0,
     follow_ups: bool = False,
+    short_deadlines: bool = False,
 ) -> IngestAck:
     """``proxy_rules.ingest``, at T0 unless a test says when."""
-    return proxy_rules.ingest(state, batch, settings, now=now, follow_ups=follow_ups)
+    return proxy_rules.ingest(
+        state,
+        batch,
+        settings,
+        now=now,
+        follow_ups=follow_ups,
+        short_deadlines=short_deadlines,
+    )
 
 
 def result(
@@ -624,3 +632,36 @@ def test_a_proxy_over_its_carry_budget_says_so_until_it_delivers() -> None:
     assert not proxy_rules.over_carry(state)
     requeue(state, taken, [])
     assert proxy_rules.over_carry(state)
+
+
+# Due are jobs queued at or before this: T0's jobs are still held.
+HOLDING = T0 - timedelta(seconds=1)
+
+
+def test_a_job_whose_deadline_is_within_the_hold_goes_at_once() -> None:
+    holding = ProxySettings(shard=0, shards=1, hold_s=30.0)
+    for deadline_s, due in ((5.0, True), (30.0, True), (31.0, False), (None, False)):
+        for short_deadlines in (False, True):
+            state = ProxyState()
+            ingest(
+                state,
+                IngestBatch(events=[opened("j", deadline_s=deadline_s)]),
+                holding,
+                short_deadlines=short_deadlines,
+            )
+            # Not complete (no part yet): only a short deadline makes it due.
+            assert any_due(state, set(), due=HOLDING) == (due and short_deadlines)
+
+
+def test_a_short_deadline_arriving_after_the_parts_makes_the_job_due() -> None:
+    holding = ProxySettings(shard=0, shards=1, hold_s=30.0)
+    state = ProxyState()
+    ingest(state, IngestBatch(events=[result("j", 0)]), holding, short_deadlines=True)
+    assert not any_due(state, set(), due=HOLDING)
+    ingest(
+        state,
+        IngestBatch(events=[opened("j", deadline_s=2.0)]),
+        holding,
+        short_deadlines=True,
+    )
+    assert any_due(state, set(), due=HOLDING)

@@ -271,6 +271,14 @@ def test_the_worker_config_takes_flags_and_environment() -> None:
     assert config.proxy_continue_as_new_after == 500
 
 
+def test_the_proxy_holds_a_job_no_longer_than_the_default_deadline() -> None:
+    config = build(
+        ["--job-deadline", "10", "--proxy-hold", "30"], {}, WorkerSettings
+    ).worker_config()
+    assert config.hold_s == 30.0
+    assert config.proxy_settings(0).hold_s == 10.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Many:
     names: tuple[str, ...] = option(
