@@ -9,12 +9,15 @@ contract names, and it says what the sink should hold afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+
+from wire.events import ID_MAX_LENGTH
 
 ANALYSIS_TYPES = ("detect", "classify", "caption", "segment", "ocr", "embed")
 LABELS = ("person", "car", "bicycle", "dog", "cat", "truck", "sign", "tree")
@@ -48,6 +51,12 @@ class WorkloadSpec:
     # score is out of range (1.25) in its first ``detect`` part: the example
     # model's range test (``actors.models:detections``) dead-letters that row.
     faulty_every: int = 25
+    # When set, each job draws its number of types from [types_min, types]
+    # and each type its number of parts from [parts_min, parts].
+    types_min: int | None = None
+    parts_min: int | None = None
+    # Tenant ids to use instead of tenant-000.. (hot_share still picks the first).
+    tenant_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,6 +90,48 @@ ACCEPTANCE = WorkloadSpec(
     seed=7,
 )
 
+# Tenant ids as real deployments have them: unicode, and up to the 128
+# characters an id may have.
+REALISTIC_TENANTS = (
+    "acme",
+    "Zürich-Forschung",
+    "東京-解析チーム",
+    "équipe-vision-ÉTÉ-2026",
+    "north-" + "x" * 122,
+    "研究所-" + "長" * 124,
+    "Ωmega-" + "ß" * 122,
+)
+
+# Traffic shaped like real analysis services': 1-4 analysis types of 1-5
+# parts each (about 8.5 events a job, 9 with the 6% redelivered), seven
+# tenants with unicode and 128-character ids, some results before their
+# job.opened, a few invalid events.
+REALISTIC = WorkloadSpec(
+    tenants=len(REALISTIC_TENANTS),
+    tenant_ids=REALISTIC_TENANTS,
+    jobs=3000,
+    types=4,
+    types_min=1,
+    parts=5,
+    parts_min=1,
+    duplicates=0.06,
+    early=0.1,
+    invalid=0.005,
+    open_jobs=100,
+    seed=13,
+)
+
+
+def event_id(*parts: str | int) -> str:
+    """An event id made of ``parts`` joined by ':'; past the 128 characters
+    an id may have (long tenant and job ids), the first part (the tenant)
+    becomes a short digest of itself. Ids need only be unique per job."""
+    joined = ":".join(map(str, parts))
+    if len(joined) <= ID_MAX_LENGTH:
+        return joined
+    digest = hashlib.blake2b(str(parts[0]).encode(), digest_size=6).hexdigest()
+    return ":".join(map(str, (digest, *parts[1:])))[:ID_MAX_LENGTH]
+
 
 def result_line(
     tenant: str,
@@ -98,7 +149,7 @@ def result_line(
         b'"job_id":"%s","analysis_type":"%s","part":%d,"parts":%d,'
         b'"payload":%s,"at":"%s"}'
         % (
-            f"{tenant}:{job}:{analysis_type}:{part}".encode(),
+            event_id(tenant, job, analysis_type, part).encode(),
             tenant.encode(),
             job.encode(),
             analysis_type.encode(),
@@ -149,7 +200,7 @@ def _invalid(rng: random.Random, tenant: str, job: str, n: int, parts: int) -> b
     at = BASE_TIME.isoformat()
     base = {
         "type": "analysis.result",
-        "event_id": f"bad-{tenant}-{job}-{n}",
+        "event_id": event_id(f"bad-{tenant}-{job}-{n}"),
         "tenant_id": tenant,
         "job_id": job,
         "analysis_type": ANALYSIS_TYPES[0],
@@ -188,19 +239,23 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
     rng = random.Random(spec.seed)
     expected = Expected()
     streams: list[list[bytes]] = []
+    tenants = spec.tenant_ids or tuple(f"tenant-{t:03d}" for t in range(spec.tenants))
     for j in range(spec.jobs):
         if spec.hot_share and rng.random() < spec.hot_share:
-            tenant = "tenant-000"
+            tenant = tenants[0]
         else:
-            tenant = f"tenant-{j % spec.tenants:03d}"
+            tenant = tenants[j % len(tenants)]
         job = f"job-{spec.run}{j:06d}"
         key = f"{tenant}/{job}"
-        types = list(ANALYSIS_TYPES[: spec.types])
+        kinds = spec.types
+        if spec.types_min is not None:
+            kinds = rng.randint(spec.types_min, spec.types)
+        types = list(ANALYSIS_TYPES[:kinds])
         at = BASE_TIME + timedelta(seconds=j)
         opened = _json.encode(
             {
                 "type": "job.opened",
-                "event_id": f"{key}/opened".replace("/", ":"),
+                "event_id": event_id(tenant, job, "opened"),
                 "tenant_id": tenant,
                 "job_id": job,
                 "required": types,
@@ -213,7 +268,10 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
         faulty_job = bool(every) and j % every == every - 1
         for analysis_type in types:
             parts = []
-            for part in range(spec.parts):
+            count = spec.parts
+            if spec.parts_min is not None:
+                count = rng.randint(spec.parts_min, spec.parts)
+            for part in range(count):
                 faulty = faulty_job and analysis_type == "detect" and part == 0
                 body = payload(rng, analysis_type, spec.payload_bytes, faulty=faulty)
                 if faulty and b'"detections"' in body:
@@ -225,7 +283,7 @@ def generate(spec: WorkloadSpec) -> tuple[list[bytes], Expected]:
                         job,
                         analysis_type,
                         part,
-                        spec.parts,
+                        count,
                         body,
                         at.isoformat(),
                     )

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 import msgspec
 
-from wire.synthetic import ANALYSIS_TYPES, BASE_TIME, payload, result_line
+from wire.synthetic import ANALYSIS_TYPES, BASE_TIME, event_id, payload, result_line
 
 _json = msgspec.json.Encoder()
 
@@ -134,7 +134,7 @@ def _job(
     at = (BASE_TIME + timedelta(seconds=start)).isoformat()
     opened: dict[str, object] = {
         "type": "job.opened",
-        "event_id": f"{key}/opened".replace("/", ":"),
+        "event_id": event_id(tenant, job, "opened"),
         "tenant_id": tenant,
         "job_id": job,
         "required": types,
