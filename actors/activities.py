@@ -255,7 +255,11 @@ class Activities:
         try:
             return await self._client.execute_update_with_start_workflow(
                 names.JOB_DELIVER,
-                JobBatch(events=delivery.events, delivery_id=delivery_id),
+                JobBatch(
+                    events=delivery.events,
+                    delivery_id=delivery_id,
+                    first_queued_at=delivery.queued_at,
+                ),
                 start_workflow_operation=start,
                 result_type=Reply,
             )

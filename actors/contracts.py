@@ -49,6 +49,10 @@ class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
     # write, instead of publishing it itself. A retry carries the same id
     # and gets the same reply.
     delivery_id: str
+    # When the oldest of these events reached the proxy (``JobDelivery.
+    # queued_at``; None: not known). A job's first batch starts its deadline
+    # from it (``rules.note_first_arrival``).
+    first_queued_at: datetime | None = None
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,6 +53,7 @@ class JobWorkflow:
         last = state.last_delivery
         if last and last.delivery_id == batch.delivery_id:
             return last  # a retried delivery: the same answer
+        rules.note_first_arrival(state, batch.first_queued_at)
         ack = rules.apply_batch(
             state, batch.events, max_job_bytes=self._settings.max_job_bytes
         )
@@ -130,17 +131,19 @@ class JobWorkflow:
                 )
             wake = rules.next_wakeup(state, settings)
             timeout = None if wake is None else max(wake - workflow.now(), timedelta(0))
-            published = state.publications
+            published, seen = state.publications, state.first_seen
             # The timeout is the deadline or the end of the linger period. A
-            # delivery that hands off a publication moves that time, so it
-            # wakes the loop too (in the same task: the timer is replaced,
-            # not left to fire).
+            # delivery that hands off a publication moves that time, and so
+            # does a first batch whose events reached the proxy before the
+            # job started (``first_seen``), so both wake the loop too (in the
+            # same task: the timer is replaced, not left to fire).
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda published=published: (
+                    lambda published=published, seen=seen: (
                         rules.has_work(state)
                         or self._should_continue_as_new()
                         or state.publications != published
+                        or state.first_seen != seen
                     ),
                     timeout=timeout,
                 )

@@ -159,6 +159,19 @@ def new_job(tenant_id: str, job_id: str, now: datetime) -> JobState:
     return JobState(tenant_id=tenant_id, job_id=job_id, first_seen=now)
 
 
+def note_first_arrival(state: JobState, queued_at: datetime | None) -> None:
+    """A job's deadline counts from its first event's arrival at the proxy.
+
+    ``queued_at`` is when the oldest event of a batch reached the proxy (None:
+    not known). Only a job's first batch moves ``first_seen`` (a job that
+    holds no event yet: none applied, none refused), and only earlier: the
+    proxy may hold a new job's events for up to its hold before delivering
+    them, and the deadline must not move by that much.
+    """
+    if queued_at is not None and not state.outcomes and queued_at < state.first_seen:
+        state.first_seen = queued_at
+
+
 def result_id(tenant_id: str, job_id: str, version: int) -> str:
     return f"{tenant_id}/{job_id}/{version}"
 

@@ -31,6 +31,7 @@ from actors.rules.job import (
     is_complete,
     new_job,
     next_wakeup,
+    note_first_arrival,
 )
 from wire.events import AnalysisResult, Event, JobOpened
 
@@ -354,6 +355,43 @@ def test_deadline_counts_from_the_jobs_first_event() -> None:
     state = new_job(TENANT, JOB, at(100))
     apply_event(state, opened("detect", deadline_s=10))
     assert deadline(state, SETTINGS) == at(110)
+
+
+def test_first_batch_moves_the_deadline_to_its_first_events_arrival() -> None:
+    # Job started at 30 s; its events reached the proxy at 10 s and were held.
+    state = new_job(TENANT, JOB, at(30))
+    note_first_arrival(state, at(10))
+    apply_batch(state, [opened("detect", deadline_s=60), result("detect", 0, 2)])
+    assert state.first_seen == at(10)
+    assert deadline(state, SETTINGS) == at(70)
+    assert decide(state, at(69), SETTINGS) is None
+    publication = decide(state, at(70), SETTINGS)
+    assert publication is not None
+    assert publication.snapshot is not None
+    assert publication.snapshot.status == "timed_out"
+
+
+def test_only_the_first_batch_moves_first_seen() -> None:
+    state = new_job(TENANT, JOB, at(30))
+    apply_batch(state, [opened("detect")])
+    note_first_arrival(state, at(10))  # a later batch: the job holds events
+    assert state.first_seen == at(30)
+
+
+def test_a_refused_first_event_counts_as_the_jobs_first() -> None:
+    state = new_job(TENANT, JOB, at(30))
+    apply_batch(state, [result("detect", 0, 2, tenant_id="other")])
+    note_first_arrival(state, at(10))
+    assert state.first_seen == at(30)
+
+
+@pytest.mark.parametrize("queued_at", [None, 30, 45])
+def test_first_seen_never_moves_later_or_without_a_time(
+    queued_at: float | None,
+) -> None:
+    state = new_job(TENANT, JOB, at(30))
+    note_first_arrival(state, None if queued_at is None else at(queued_at))
+    assert state.first_seen == at(30)
 
 
 def test_job_with_no_events_but_a_state_times_out_empty() -> None:

@@ -1,0 +1,56 @@
+"""A job's deadline counts from its first event's arrival at the proxy, not
+from the job's start: a proxy that holds a new job's events for its hold
+must not move the job's deadline by that much."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from actors import names, routing
+from actors.rules.job import JobSettings, JobState
+from actors.settings import WorkerConfig
+from ingress.sender import EventSender
+from tests.support.events import opened, part
+from tests.support.polling import wait_until
+from tests.support.records import file_records
+from tests.support.scenario import running_workers
+
+HOLD_S = 6.0
+DEADLINE_S = 4.0
+CONFIG = WorkerConfig(
+    shards=1,
+    job=JobSettings(default_deadline_s=600, linger_s=600),
+    rollup_interval_s=0.5,
+)
+
+
+async def test_a_held_job_times_out_at_arrival_plus_deadline(
+    temporal, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    holding = dataclasses.replace(CONFIG, hold_s=HOLD_S)
+    async with running_workers(temporal.client, out, holding):
+        sender = EventSender(temporal.client, shards=1)
+        # Incomplete: the proxy holds it for its whole hold, then delivers.
+        await sender.send(opened("acme", "held", ["detect"], deadline_s=DEADLINE_S))
+        await sender.send(part("acme", "held", "detect", 0, 2))
+        await sender.flush()
+
+        async def results() -> list[dict]:
+            return [r for r in file_records(out) if r["type"] == "job.result"]
+
+        landed = await wait_until(results, lambda r: len(r) == 1, limit_s=60)
+        handle = temporal.client.get_workflow_handle(routing.job_id_of("acme", "held"))
+        state = await handle.query(names.JOB_STATE, result_type=JobState)
+        started = (await handle.describe()).start_time
+
+    (result,) = landed.progress
+    assert result["status"] == "timed_out"
+    completed = datetime.fromisoformat(result["completed_at"])
+    # The job started only once the proxy's hold ran out...
+    assert started - state.first_seen >= timedelta(seconds=HOLD_S - 1)
+    # ...and its deadline counted from its events' arrival, not from then.
+    assert completed - state.first_seen >= timedelta(seconds=DEADLINE_S)
+    assert completed < started + timedelta(seconds=DEADLINE_S)
