@@ -235,6 +235,16 @@ class ProxyWorkflow:
             result_type=rules.ProxySettings,
             start_to_close_timeout=SETTINGS_TIMEOUT,
         )
+        if self._short_deadlines:
+            # Batches handled before the lines above (a run's first ones, in
+            # its first task) were judged without this run's patches and
+            # settings: judge what they left held again.
+            rules.reassess(
+                self._state,
+                self._settings,
+                follow_ups=self._follow_ups,
+                short_deadlines=True,
+            )
         self._next_report = workflow.now() + self._report_interval()
         while True:
             if self._drain_due():

@@ -181,12 +181,7 @@ def ingest(
         state.held_bytes += event_bytes(event)
         accepted += 1
     for job in touched:
-        if job not in state.complete and (
-            (follow_ups and job in state.delivered)
-            or is_complete(state.outbox[job])
-            or (short_deadlines and deadline_within(state.outbox[job], settings.hold_s))
-        ):
-            state.complete[job] = None
+        _judge(state, job, settings, follow_ups, short_deadlines)
         if batch.trace is not None:
             traces = state.traces.setdefault(job, [])
             if batch.trace not in traces and len(traces) < TRACES_PER_JOB:
@@ -199,6 +194,35 @@ def ingest(
     state.duplicates += duplicates
     state.rejected += rejected
     return IngestAck(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+def _judge(
+    state: ProxyState,
+    job: str,
+    settings: ProxySettings,
+    follow_ups: bool,
+    short_deadlines: bool,
+) -> None:
+    """Mark ``job`` due at once when waiting for more of it gains nothing."""
+    if job not in state.complete and (
+        (follow_ups and job in state.delivered)
+        or is_complete(state.outbox[job])
+        or (short_deadlines and deadline_within(state.outbox[job], settings.hold_s))
+    ):
+        state.complete[job] = None
+
+
+def reassess(
+    state: ProxyState,
+    settings: ProxySettings,
+    *,
+    follow_ups: bool,
+    short_deadlines: bool,
+) -> None:
+    """Judge every held job again, as ``ingest`` would now: for batches
+    taken in before the proxy knew its patches or its settings."""
+    for job in state.outbox:
+        _judge(state, job, settings, follow_ups, short_deadlines)
 
 
 def is_complete(events: list[Event]) -> bool:

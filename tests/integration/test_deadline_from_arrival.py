@@ -17,8 +17,10 @@ from tests.support.polling import wait_until
 from tests.support.records import file_records
 from tests.support.scenario import running_workers
 
-HOLD_S = 6.0
-DEADLINE_S = 4.0
+# The deadline outlasts the hold (a deadline within the hold is not held:
+# ``rules.deadline_within``).
+HOLD_S = 3.0
+DEADLINE_S = 6.0
 CONFIG = WorkerConfig(
     shards=1,
     job=JobSettings(default_deadline_s=600, linger_s=600),
@@ -54,3 +56,28 @@ async def test_a_held_job_times_out_at_arrival_plus_deadline(
     # ...and its deadline counted from its events' arrival, not from then.
     assert completed - state.first_seen >= timedelta(seconds=DEADLINE_S)
     assert completed < started + timedelta(seconds=DEADLINE_S)
+
+
+async def test_a_job_whose_deadline_is_within_the_hold_is_not_held(
+    temporal, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    holding = dataclasses.replace(CONFIG, hold_s=300.0)
+    async with running_workers(temporal.client, out, holding):
+        sender = EventSender(temporal.client, shards=1)
+        await sender.send(opened("acme", "quick", ["detect"], deadline_s=2))
+        await sender.send(part("acme", "quick", "detect", 0, 2))
+        await sender.flush()
+
+        async def results() -> list[dict]:
+            return [r for r in file_records(out) if r["type"] == "job.result"]
+
+        landed = await wait_until(results, lambda r: len(r) == 1, limit_s=60)
+        handle = temporal.client.get_workflow_handle(routing.job_id_of("acme", "quick"))
+        state = await handle.query(names.JOB_STATE, result_type=JobState)
+
+    (result,) = landed.progress
+    assert result["status"] == "timed_out"
+    completed = datetime.fromisoformat(result["completed_at"])
+    # Timed out on time, not after a 300 s hold.
+    assert timedelta(seconds=2) <= completed - state.first_seen < timedelta(seconds=30)

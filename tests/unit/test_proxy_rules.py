@@ -665,3 +665,16 @@ def test_a_short_deadline_arriving_after_the_parts_makes_the_job_due() -> None:
         short_deadlines=True,
     )
     assert any_due(state, set(), due=HOLDING)
+
+
+def test_reassess_judges_held_jobs_as_ingest_would_now() -> None:
+    holding = ProxySettings(shard=0, shards=1, hold_s=30.0)
+    state = ProxyState()
+    # Taken in before the proxy knew its patches: nothing marked due.
+    ingest(state, IngestBatch(events=[opened("short", deadline_s=1.0)]), holding)
+    ingest(state, IngestBatch(events=[result("later", 1)]), holding)
+    ingest(state, IngestBatch(events=[opened("long", deadline_s=99.0)]), holding)
+    state.delivered["tenant-a/later"] = None
+    assert not any_due(state, set(), due=HOLDING)
+    proxy_rules.reassess(state, holding, follow_ups=True, short_deadlines=True)
+    assert list(state.complete) == ["tenant-a/short", "tenant-a/later"]
