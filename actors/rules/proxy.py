@@ -31,7 +31,7 @@ DELIVERED_JOBS = 2_000
 # continues as new; past this it first delivers its oldest held jobs. With the
 # de-duplication window and the delivered jobs beside it, the next run's input
 # stays well under Temporal's 2 MiB payload limit.
-CARRY_BYTES = 512 << 10
+CARRY_BYTES = 1 << 20
 
 # Defaults of ProxySettings, which the worker's settings read from here.
 DEFAULT_MAX_PENDING = 50_000

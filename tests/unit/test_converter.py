@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from actors.contracts import (
     PublishJobInput,
     TenantInput,
 )
+from actors.rules import proxy as rules
 from actors.rules.job import JobSettings, apply_batch, decide, new_job
 from actors.rules.proxy import IngestBatch, JobDelivery, ProxySettings, ProxyState
 from actors.rules.tenant import Counts, TenantSettings, TenantState
@@ -380,3 +383,40 @@ def test_payload_types_decode_in_many_threads_at_once_once_primed(run: int) -> N
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+
+async def test_the_largest_state_a_proxy_carries_fits_a_temporal_payload() -> None:
+    """What a continuing proxy carries at most (a full de-duplication window
+    and delivered-jobs list of 128-character ids, ``CARRY_BYTES`` of held
+    events with incompressible payloads), encoded as it travels, stays under
+    Temporal's 2 MiB payload limit with room to spare."""
+    tenant, job = "t" * 128, "j" * 120
+    state = ProxyState()
+    for n in range(rules.RECENT_EVENT_IDS):
+        state.recent[f"{tenant}/{job}{n:08d}/{os.urandom(60).hex()}"] = None
+    for n in range(rules.DELIVERED_JOBS):
+        state.delivered[f"{tenant}/{job}{n:08d}"] = None
+    held = 0
+    n = 0
+    while held <= rules.CARRY_BYTES:
+        event = AnalysisResult(
+            event_id=os.urandom(64).hex(),
+            tenant_id=tenant,
+            job_id=f"{job}{n:08d}",
+            analysis_type="detect",
+            part=0,
+            parts=2,
+            # Random bytes as JSON text: nothing for the codec to squeeze.
+            payload=b'"%s"' % base64.b64encode(os.urandom(4500)),
+            at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        key = rules.job_key(tenant, event.job_id)
+        state.outbox[key] = [event]
+        state.queued_at[key] = event.at
+        held += rules.event_bytes(event)
+        n += 1
+    state.held_bytes = held
+    [payload] = await DATA_CONVERTER.encode(
+        [ProxyInput(settings=ProxySettings(shard=0, shards=1), state=state)]
+    )
+    assert payload.ByteSize() < 1.8 * (1 << 20)
