@@ -620,7 +620,7 @@ def test_a_batch_costs_at_least_its_payloads_and_raw_inputs(
 
 
 def test_a_proxy_over_its_carry_budget_says_so_until_it_delivers() -> None:
-    big = b"x" * (60 << 10)
+    big = b"x" * (120 << 10)
     events = [result(f"j{n}", 0, payload=big) for n in range(10)]
     state = ProxyState()
     ingest(state, IngestBatch(events=events), ProxySettings(shard=0, shards=1))
