@@ -1060,7 +1060,7 @@ async def test_a_sink_that_hangs_is_deferred_after_the_member_timeout(
             return 0
 
     sink, deferrals = _deferring(
-        tmp_path, Hanging(FileSink(tmp_path / "b")), member_timeout_s=0.05
+        tmp_path, Hanging(FileSink(tmp_path / "b")), member_timeout_s=1.0
     )
     try:
         assert await sink.write(sink_records([job_result(1)])) == 1
