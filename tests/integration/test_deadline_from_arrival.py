@@ -28,6 +28,10 @@ CONFIG = WorkerConfig(
 )
 
 
+async def results(out: Path) -> list[dict]:
+    return [r for r in file_records(out) if r["type"] == "job.result"]
+
+
 async def test_a_held_job_times_out_at_arrival_plus_deadline(
     temporal, tmp_path: Path
 ) -> None:
@@ -40,10 +44,9 @@ async def test_a_held_job_times_out_at_arrival_plus_deadline(
         await sender.send(part("acme", "held", "detect", 0, 2))
         await sender.flush()
 
-        async def results() -> list[dict]:
-            return [r for r in file_records(out) if r["type"] == "job.result"]
-
-        landed = await wait_until(results, lambda r: len(r) == 1, limit_s=60)
+        landed = await wait_until(
+            lambda: results(out), lambda r: len(r) == 1, limit_s=60
+        )
         handle = temporal.client.get_workflow_handle(routing.job_id_of("acme", "held"))
         state = await handle.query(names.JOB_STATE, result_type=JobState)
         started = (await handle.describe()).start_time
@@ -69,10 +72,9 @@ async def test_a_job_whose_deadline_is_within_the_hold_is_not_held(
         await sender.send(part("acme", "quick", "detect", 0, 2))
         await sender.flush()
 
-        async def results() -> list[dict]:
-            return [r for r in file_records(out) if r["type"] == "job.result"]
-
-        landed = await wait_until(results, lambda r: len(r) == 1, limit_s=60)
+        landed = await wait_until(
+            lambda: results(out), lambda r: len(r) == 1, limit_s=60
+        )
         handle = temporal.client.get_workflow_handle(routing.job_id_of("acme", "quick"))
         state = await handle.query(names.JOB_STATE, result_type=JobState)
 
