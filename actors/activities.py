@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 import structlog
@@ -43,9 +43,10 @@ from actors.contracts import (
     SettingsRequest,
     TenantInput,
 )
-from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS
+from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS, JOB_DELIVERIES
 from actors.models import Model, model_records
 from actors.pipelines import Pipeline
+from actors.rules import job as job_rules
 from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
 from actors.rules.publish import job_records, rejection_records, too_late_records
@@ -55,6 +56,7 @@ from sinks import Sink, SinkRecord
 from sinks.fanout import FanOutSink
 from wire import traces
 from wire.batching import MicroBatcher
+from wire.events import JobOpened
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +71,19 @@ TOO_LATE = (
     "job already closed: the event arrived after the job's result was final "
     "and its linger period had passed"
 )
+
+
+def _job_attributes(
+    tenant_id: str, status: str = names.JOB_OPEN
+) -> TypedSearchAttributes:
+    """A new job's search attributes: its tenant, and its status (open, or
+    what its first batch makes it, so that the job need not upsert it)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(TENANT_KEY, tenant_id),
+            SearchAttributePair(STATUS_KEY, status),
+        ]
+    )
 
 
 class Activities:
@@ -230,7 +245,19 @@ class Activities:
         )
 
     async def _send(self, delivery: JobDelivery, delivery_id: str) -> Reply | None:
-        """One job's events; None when the job has closed for good."""
+        """One job's events; None when the job has closed for good.
+
+        A delivery holding a ``job.opened`` most likely starts its job: it is
+        started eagerly with the batch in its input (``_start``). Any other
+        delivery, or one whose job exists already, goes as an update that
+        starts the job if there is none (update-with-start).
+        """
+        if self._config.eager_start and any(
+            isinstance(e, JobOpened) for e in delivery.events
+        ):
+            reply = await self._start(delivery, delivery_id)
+            if reply is not None:
+                return reply
         start = WithStartWorkflowOperation(
             names.JOB,
             JobInput(
@@ -245,13 +272,9 @@ class Activities:
             # dead-lettered rather than starting an empty job of the same id.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             result_type=JobOutcome,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(TENANT_KEY, delivery.tenant_id),
-                    SearchAttributePair(STATUS_KEY, names.JOB_OPEN),
-                ]
-            ),
+            search_attributes=_job_attributes(delivery.tenant_id),
         )
+        JOB_DELIVERIES.labels(how="update").inc()
         try:
             return await self._client.execute_update_with_start_workflow(
                 names.JOB_DELIVER,
@@ -269,6 +292,61 @@ class Activities:
             with contextlib.suppress(WorkflowAlreadyStartedError):
                 await start.workflow_handle()
             return None
+
+    async def _start(self, delivery: JobDelivery, delivery_id: str) -> Reply | None:
+        """Start the job with this delivery's batch in its input; the reply,
+        or None when the job exists (running, or closed: the caller's update
+        finds out which).
+
+        The job's first task computes its state from that input with
+        ``rules.started``, and so does this, at the same ``at``: the reply is
+        the job's own ``last_delivery``, known without asking the job, so the
+        start is the delivery's only round trip. The start is eager: a worker
+        of this process that polls the entity task queue runs the job's first
+        task straight from the start's response. A retry of this delivery
+        finds the job started and gets the same reply from its update.
+        """
+        at = datetime.now(UTC)
+        batch = JobBatch(
+            events=delivery.events,
+            delivery_id=delivery_id,
+            first_queued_at=delivery.queued_at,
+        )
+        settings = self._config.job
+        state = job_rules.started(
+            delivery.tenant_id,
+            delivery.job_id,
+            delivery.events,
+            delivery_id=delivery_id,
+            first_queued_at=delivery.queued_at,
+            at=at,
+            settings=settings,
+        )
+        try:
+            handle = await self._client.start_workflow(
+                names.JOB,
+                JobInput(
+                    tenant_id=delivery.tenant_id,
+                    job_id=delivery.job_id,
+                    settings=settings,
+                    batch=batch,
+                    batch_at=at,
+                ),
+                id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
+                task_queue=routing.ENTITY_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=_job_attributes(
+                    delivery.tenant_id, state.last_status or names.JOB_OPEN
+                ),
+                request_eager_start=True,
+            )
+        except WorkflowAlreadyStartedError:
+            JOB_DELIVERIES.labels(how="start_refused").inc()
+            return None
+        eager = bool(getattr(handle, "__temporal_eagerly_started", False))
+        JOB_DELIVERIES.labels(how="eager_start" if eager else "start").inc()
+        return state.last_delivery
 
     async def _write_publication(self, publication: Publication, at: datetime) -> None:
         """The result version, its refusals and its models' rows, in one write.

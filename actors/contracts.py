@@ -36,13 +36,6 @@ class ProxyInput(msgspec.Struct, frozen=True, kw_only=True):
     state: ProxyState | None = None
 
 
-class JobInput(msgspec.Struct, frozen=True, kw_only=True):
-    tenant_id: str
-    job_id: str
-    settings: JobSettings = JobSettings()
-    state: JobState | None = None
-
-
 class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
     events: list[Event]
     # The job hands its publication back in the reply, for the delivery to
@@ -53,6 +46,18 @@ class JobBatch(msgspec.Struct, frozen=True, kw_only=True):
     # queued_at``; None: not known). A job's first batch starts its deadline
     # from it (``rules.note_first_arrival``).
     first_queued_at: datetime | None = None
+
+
+class JobInput(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    job_id: str
+    settings: JobSettings = JobSettings()
+    state: JobState | None = None
+    # A job started eagerly by its first delivery carries that delivery's
+    # batch, and the time the delivery took as the job's "now" for it
+    # (``rules.started``); a continue-as-new carries ``state`` instead.
+    batch: JobBatch | None = None
+    batch_at: datetime | None = None
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -35,9 +35,23 @@ class JobWorkflow:
     @workflow.init
     def __init__(self, input: JobInput) -> None:
         self._settings = input.settings
-        self._state = input.state or rules.new_job(
-            input.tenant_id, input.job_id, workflow.now()
-        )
+        batch, at = input.batch, input.batch_at
+        if input.state is not None:
+            self._state = input.state
+        elif batch is not None and at is not None:
+            # Started eagerly with its first batch: the delivery that started
+            # it computed this same reply from this input, and writes it.
+            self._state = rules.started(
+                input.tenant_id,
+                input.job_id,
+                batch.events,
+                delivery_id=batch.delivery_id,
+                first_queued_at=batch.first_queued_at,
+                at=at,
+                settings=input.settings,
+            )
+        else:
+            self._state = rules.new_job(input.tenant_id, input.job_id, workflow.now())
         # True while the main loop has a publication in flight: a delivery
         # must not hand off a second publication of the same version.
         self._publishing = False
@@ -53,19 +67,15 @@ class JobWorkflow:
         last = state.last_delivery
         if last and last.delivery_id == batch.delivery_id:
             return last  # a retried delivery: the same answer
-        rules.note_first_arrival(state, batch.first_queued_at)
-        ack = rules.apply_batch(
-            state, batch.events, max_job_bytes=self._settings.max_job_bytes
+        return rules.receive(
+            state,
+            batch.events,
+            delivery_id=batch.delivery_id,
+            first_queued_at=batch.first_queued_at,
+            now=workflow.now(),
+            settings=self._settings,
+            publishing=self._publishing,
         )
-        publication = None
-        if not self._publishing:
-            publication = rules.decide(state, workflow.now(), self._settings)
-            if publication is not None:
-                rules.commit(state, publication, workflow.now())
-        state.last_delivery = rules.Reply(
-            delivery_id=batch.delivery_id, ack=ack, publication=publication
-        )
-        return state.last_delivery
 
     @workflow.query(name=names.JOB_STATE)
     def state(self) -> rules.JobState:

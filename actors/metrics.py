@@ -7,7 +7,7 @@ workflow code through the SDK's replay-safe ``workflow.metric_meter()``; see
 
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERY_SECONDS = Histogram(
     "eventflow_delivery_seconds",
@@ -17,4 +17,13 @@ DELIVERY_SECONDS = Histogram(
 )
 DELIVERIES_IN_FLIGHT = Gauge(
     "eventflow_deliveries_in_flight", "Delivery activities running in this process."
+)
+JOB_DELIVERIES = Counter(
+    "eventflow_job_deliveries_total",
+    "Deliveries to one job, by how they reached it: eager_start (a new job "
+    "started with the batch in its input, its first task run in this "
+    "process), start (the same, the task dispatched by the server), "
+    "start_refused (the job existed, so an update follows), update (an "
+    "update, starting the job if there is none).",
+    ["how"],
 )

@@ -48,6 +48,10 @@ class WorkerConfig:
     proxy_continue_as_new_after: int | None = None
     rollup_interval_s: float = DEFAULT_ROLLUP_INTERVAL_S
     hold_s: float = DEFAULT_HOLD_S
+    # A delivery holding a job.opened starts its job with the batch in the
+    # job's input, eagerly, rather than as an update-with-start. Off only for
+    # a rolling upgrade from workers whose jobs do not read that input.
+    eager_start: bool = True
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(

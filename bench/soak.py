@@ -26,11 +26,13 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import psutil
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
+from actors.activities import TOO_LATE
 from bench.run import SHARDS, Stack, pipeline_workers, report, stack
 from bench.trickle import TrickleRun, drive_trickle, result_line
 from ingress.sender import EventSender
@@ -86,9 +88,40 @@ async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
     }
 
 
+class _LateLine(msgspec.Struct):
+    """What the audit reads of a ``dead_letter`` line."""
+
+    reason: str
+    event_id: str | None = None
+    tenant_id: str | None = None
+    job_id: str | None = None
+
+
+_late_line = msgspec.json.Decoder(_LateLine)
+
+
+def late_events(path: Path) -> dict[str, set[str]]:
+    """Per job key, the ids of its events dead-lettered as too late (their
+    job had closed when they reached it), from the sink's dead letters."""
+    late: dict[str, set[str]] = {}
+    if not path.exists():
+        return late
+    for line in path.read_bytes().splitlines():
+        d = _late_line.decode(line)
+        if d.reason == TOO_LATE and d.event_id is not None:
+            late.setdefault(f"{d.tenant_id}/{d.job_id}", set()).add(d.event_id)
+    return late
+
+
 def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
-    """Exactly once: one result per job and version, covering its events."""
+    """Exactly once: one result per job and version, covering its events.
+
+    A job whose results do not cover all its events is either accounted for
+    by dead letters (events that reached it after it closed, dead-lettered
+    as too late: ``late_jobs``) or lost (``lost_jobs``: neither).
+    """
     results = [result_line.decode(line) for line in path.read_bytes().splitlines()]
+    late = late_events(path.with_name("dead_letter.jsonl"))
     versions = Counter((r.tenant_id, r.job_id, r.version) for r in results)
     ids = Counter(r.result_id for r in results)
     covered: dict[str, int] = {}
@@ -98,7 +131,13 @@ def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
         covered[key] = max(covered.get(key, 0), r.events)
         if r.status == "amended":
             amended.add(key)
-    lost = [j.key for j in jobs if covered.get(j.key, 0) < j.events]
+    short = [j for j in jobs if covered.get(j.key, 0) < j.events]
+    lost = [
+        j.key
+        for j in short
+        if covered.get(j.key, 0) + len(late.get(j.key, ())) < j.events
+    ]
+    late_jobs = [j.key for j in short if j.key not in set(lost)]
     stragglers = [j.key for j in jobs if j.straggler_at_s is not None]
     return {
         "jobs": len(jobs),
@@ -106,6 +145,10 @@ def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
         "events_expected": sum(j.events for j in jobs),
         "events_covered": sum(min(covered.get(j.key, 0), j.events) for j in jobs),
         "lost_jobs": len(lost),
+        # Not lost: their missing events are dead-lettered as too late.
+        "late_jobs": len(late_jobs),
+        "events_dead_lettered_late": sum(len(v) for v in late.values()),
+        "late_examples": late_jobs[:5],
         "doubled_results": sum(n - 1 for n in versions.values() if n > 1)
         + sum(n - 1 for n in ids.values() if n > 1),
         "stragglers": len(stragglers),
@@ -200,7 +243,9 @@ def markdown(result: dict[str, object]) -> str:
         f"events/min offered; achieved {t['events_per_min']:,}/min, "
         f"p50/p95/p99 {t['p50_s']}/{t['p95_s']}/{t['p99_s']} s; "
         f"{a['jobs']:,} jobs, {a['events_expected']:,} events: "
-        f"{a['lost_jobs']} lost, {a['doubled_results']} doubled "
+        f"{a['lost_jobs']} lost, {a['doubled_results']} doubled, "
+        f"{a['late_jobs']} with {a['events_dead_lettered_late']} events "
+        "dead-lettered as too late "
         f"(all covered {a['all_covered_at_s']} s after the start); "
         f"{a['stragglers_amended']}/{a['stragglers']} stragglers amended; "
         f"worker RSS growth after warm-up: {result['rss_growth_after_warm_up']}.",

@@ -107,6 +107,14 @@ class WorkerSettings:
         help="longest a job's events wait in their proxy for the rest of the "
         "job; a complete job goes at once",
     )
+    no_eager_start: bool = option(
+        False,
+        flag="--no-eager-start",
+        env="EVENTFLOW_NO_EAGER_START",
+        help="deliver a new job's first events as an update-with-start, not "
+        "an eager start with the events in its input (for a rolling upgrade "
+        "from workers older than the eager start)",
+    )
     retire: bool = option(
         False,
         flag="--retire",
@@ -139,4 +147,5 @@ class WorkerSettings:
             ),
             proxy_continue_as_new_after=self.continue_as_new_after,
             hold_s=self.proxy_hold,
+            eager_start=not self.no_eager_start,
         )

@@ -172,6 +172,62 @@ def note_first_arrival(state: JobState, queued_at: datetime | None) -> None:
         state.first_seen = queued_at
 
 
+def receive(
+    state: JobState,
+    events: list[Event],
+    *,
+    delivery_id: str,
+    first_queued_at: datetime | None,
+    now: datetime,
+    settings: JobSettings,
+    publishing: bool = False,
+) -> Reply:
+    """Take a delivery's batch: apply its events and, unless a publication is
+    already in flight (``publishing``), decide and commit what to publish at
+    ``now``. The reply hands that publication to the delivery, which writes
+    it; it is kept as ``last_delivery``, so that a retry gets it again."""
+    note_first_arrival(state, first_queued_at)
+    ack = apply_batch(state, events, max_job_bytes=settings.max_job_bytes)
+    publication = None
+    if not publishing:
+        publication = decide(state, now, settings)
+        if publication is not None:
+            commit(state, publication, now)
+    state.last_delivery = Reply(
+        delivery_id=delivery_id, ack=ack, publication=publication
+    )
+    return state.last_delivery
+
+
+def started(
+    tenant_id: str,
+    job_id: str,
+    events: list[Event],
+    *,
+    delivery_id: str,
+    first_queued_at: datetime | None,
+    at: datetime,
+    settings: JobSettings,
+) -> JobState:
+    """A job started with its first batch in its input (an eager start).
+
+    A pure function of its arguments, all of which travel in the job's input:
+    the delivery that starts the job computes the same reply from them as the
+    job's first task does (its ``last_delivery``), so it needs no answer from
+    the job to write the publication.
+    """
+    state = new_job(tenant_id, job_id, at)
+    receive(
+        state,
+        events,
+        delivery_id=delivery_id,
+        first_queued_at=first_queued_at,
+        now=at,
+        settings=settings,
+    )
+    return state
+
+
 def result_id(tenant_id: str, job_id: str, version: int) -> str:
     return f"{tenant_id}/{job_id}/{version}"
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from prometheus_client import REGISTRY
 from temporalio.testing import ActivityEnvironment
 
 from actors import routing
@@ -185,3 +186,97 @@ async def test_delivery_returns_rollups_for_the_proxy_and_report_sends_them(
     await sink.close()
     assert state.counts.jobs_completed == 1
     assert state.counts.events == 3
+
+
+def _update_count(history) -> int:
+    return sum(
+        e.HasField("workflow_execution_update_accepted_event_attributes")
+        for e in history.events
+    )
+
+
+def _deliveries(how: str) -> float:
+    return (
+        REGISTRY.get_sample_value("eventflow_job_deliveries_total", {"how": how}) or 0
+    )
+
+
+async def test_a_new_jobs_first_delivery_starts_it_eagerly_with_the_batch(
+    temporal, tmp_path: Path
+) -> None:
+    complete = [parse_event(opened("acme", "e1", ["detect"]))]
+    complete += [parse_event(part("acme", "e1", "detect", n, 2)) for n in range(2)]
+    # A job whose first delivery holds no job.opened is updated (and started).
+    later = [parse_event(part("acme", "e2", "detect", 0, 1))]
+    delivery = DeliverInput(
+        deliveries=[
+            JobDelivery(tenant_id="acme", job_id="e1", events=complete),
+            JobDelivery(tenant_id="acme", job_id="e2", events=later),
+        ],
+        rejections=[],
+        at=T0,
+        delivery_id="proxy-run/e",
+    )
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    eager_before, update_before = _deliveries("eager_start"), _deliveries("update")
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        env = ActivityEnvironment(temporal.client)
+        env.info = dataclasses.replace(env.info, task_queue=routing.task_queue(0))
+        result = await env.run(activities.deliver, delivery)
+        started = temporal.client.get_workflow_handle(routing.job_id_of("acme", "e1"))
+        state = await started.query(JobWorkflow.state)
+        history = await started.fetch_history()
+        updated = temporal.client.get_workflow_handle(routing.job_id_of("acme", "e2"))
+        updated_history = await updated.fetch_history()
+    await sink.close()
+    assert result.ack.accepted == 4
+    assert _deliveries("eager_start") == eager_before + 1
+    assert _deliveries("update") == update_before + 1
+    # The job got its events in its input: no update, and the state the
+    # delivery computed (version 1, committed) is the job's own.
+    assert _update_count(history) == 0
+    assert (state.version, state.last_status, state.published_events) == (
+        1,
+        "complete",
+        3,
+    )
+    assert state.last_delivery is not None
+    assert state.last_delivery.delivery_id == "proxy-run/e/0"
+    assert _update_count(updated_history) == 1
+    (record,) = file_records(tmp_path / "out")
+    assert (record["result_id"], record["status"], record["events"]) == (
+        "acme/e1/1",
+        "complete",
+        3,
+    )
+    assert [d.status for d in result.rollups["acme"]] == ["complete"]
+
+
+async def test_without_eager_start_a_new_job_is_updated(
+    temporal, tmp_path: Path
+) -> None:
+    events = [parse_event(opened("acme", "u1", ["detect"]))]
+    config = dataclasses.replace(CONFIG, eager_start=False)
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=config
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", config):
+        env = ActivityEnvironment(temporal.client)
+        env.info = dataclasses.replace(env.info, task_queue=routing.task_queue(0))
+        await env.run(
+            activities.deliver,
+            DeliverInput(
+                deliveries=[JobDelivery(tenant_id="acme", job_id="u1", events=events)],
+                rejections=[],
+                at=T0,
+                delivery_id="proxy-run/u",
+            ),
+        )
+        handle = temporal.client.get_workflow_handle(routing.job_id_of("acme", "u1"))
+        history = await handle.fetch_history()
+    await sink.close()
+    assert _update_count(history) == 1

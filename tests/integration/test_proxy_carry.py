@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
-
 from actors import names, routing
 from actors.rules.job import JobSettings
 from actors.settings import WorkerConfig
@@ -17,6 +15,7 @@ from tests.support.events import opened, part
 from tests.support.polling import wait_until
 from tests.support.records import file_records
 from tests.support.scenario import running_workers
+from tests.support.temporal import job_deliveries
 
 # One shard that holds an incomplete job for five minutes and continues as
 # new every 40 history events: a few complete jobs drive it over.
@@ -75,12 +74,7 @@ async def test_a_held_job_rides_across_the_proxys_continue_as_new(
             limit_s=60,
         )
         job = client.get_workflow_handle(routing.job_id_of("acme", "straddle"))
-        updates = [
-            event
-            async for event in job.fetch_history_events()
-            if event.event_type
-            == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-        ]
+        deliveries = await job_deliveries(job)
 
     found = results(tmp_path)
     assert len(found) == fillers + 1, "every job once, none doubled"
@@ -90,4 +84,4 @@ async def test_a_held_job_rides_across_the_proxys_continue_as_new(
         "complete",
         3,
     )
-    assert len(updates) == 1, "the straddling job got one delivery"
+    assert deliveries == 1, "the straddling job got one delivery"

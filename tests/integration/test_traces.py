@@ -185,7 +185,8 @@ async def test_a_request_and_an_emit_batch_are_each_one_trace_to_the_sink(
         if s.attributes["eventflow.job_id"] == "by-http"
     ]
     assert (job.service, job.parent_id) == ("eventflow-worker", send.span_id)
-    assert receiver.named(f"StartUpdateWithStartWorkflow:{names.JOB}", caller_trace)
+    # A new job is started with its events (an eager start), in the trace.
+    assert receiver.named(f"StartWorkflow:{names.JOB}", caller_trace)
     (write,) = written("by-http")
     assert write.trace_id == caller_trace
     # The delivery that carried it links the batch.

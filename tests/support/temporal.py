@@ -5,6 +5,8 @@ Fixtures:
     file_dev_server: a file-backed dev server that can be killed and restarted.
     unused_address: ``127.0.0.1:PORT`` where nothing listens (a Temporal that
         is away).
+
+Helpers: ``job_deliveries`` counts the deliveries in a job's history.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from actors.contracts import SEARCH_ATTRIBUTES
+from actors.contracts import SEARCH_ATTRIBUTES, JobInput
 from script.devserver import temporal_binary
 from tests.support.polling import wait_for_process
 from tests.support.ports import free_port, port_answers
@@ -123,3 +127,19 @@ def file_dev_server(tmp_path: Path) -> Iterator[FileDevServer]:
         yield server
     finally:
         server.stop()
+
+
+async def job_deliveries(handle: WorkflowHandle) -> int:
+    """How many deliveries a job's current run took: its updates, plus one
+    when it was started with its first batch in its input (an eager start)."""
+    deliveries = 0
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            payloads = event.workflow_execution_started_event_attributes.input
+            (start,) = await DATA_CONVERTER.decode(payloads.payloads, [JobInput])
+            deliveries += start.batch is not None
+        elif (
+            event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ):
+            deliveries += 1
+    return deliveries

@@ -32,6 +32,8 @@ from actors.rules.job import (
     new_job,
     next_wakeup,
     note_first_arrival,
+    receive,
+    started,
 )
 from wire.events import AnalysisResult, Event, JobOpened
 
@@ -668,3 +670,44 @@ def test_held_parts_refused_at_open_give_their_bytes_back() -> None:
     apply_batch(state, [result("ocr", 0, 1), result("detect", 0, 1)])
     apply_event(state, opened("detect"))
     assert state.payload_bytes == len(result("detect", 0, 1).payload)
+
+
+def test_an_eager_start_makes_the_state_a_first_delivery_makes() -> None:
+    # The delivery that starts a job computes its reply with ``started``; the
+    # job's first task does too, from its input: both must equal what an
+    # update delivering the same batch to a new job makes.
+    events = [opened("detect"), result("detect", 0, 2), result("detect", 1, 2)]
+    kwargs: dict[str, Any] = dict(
+        delivery_id="d/1", first_queued_at=at(2), settings=SETTINGS
+    )
+    eager = started(TENANT, JOB, list(events), at=at(5), **kwargs)
+    updated = new_job(TENANT, JOB, at(5))
+    reply = receive(updated, list(events), now=at(5), **kwargs)
+    assert eager == updated
+    assert eager.last_delivery == reply
+    assert reply.ack == BatchAck(accepted=3)
+    assert reply.publication is not None
+    assert reply.publication.snapshot is not None
+    assert reply.publication.snapshot.status == "complete"
+    assert eager.first_seen == at(2)
+    assert eager.version == 1  # committed: the job will not publish it again
+    # Through the wire and back (the job's input): the same state again.
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(events), type=list[Event])
+    assert started(TENANT, JOB, wire, at=at(5), **kwargs) == eager
+
+
+def test_a_delivery_while_publishing_hands_back_no_publication() -> None:
+    state = new_job(TENANT, JOB, at(0))
+    reply = receive(
+        state,
+        [opened("detect"), result("detect", 0, 1)],
+        delivery_id="d/1",
+        first_queued_at=None,
+        now=at(1),
+        settings=SETTINGS,
+        publishing=True,
+    )
+    assert reply.publication is None
+    assert reply.ack == BatchAck(accepted=2)
+    assert state.version == 0
+    assert decide(state, at(1), SETTINGS) is not None  # still to publish

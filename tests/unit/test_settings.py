@@ -161,6 +161,7 @@ WORKER = {
     "--continue-as-new-after": ((), None),
     "--connect-timeout": ((), 60),
     "--proxy-hold": (("EVENTFLOW_PROXY_HOLD_S",), 0.5),
+    "--no-eager-start": (("EVENTFLOW_NO_EAGER_START",), False),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
     "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
