@@ -11,8 +11,10 @@ mean), the number of running jobs, and the dev server's database size
 (``temporal.db`` with its WAL). At the end it audits the file sink exactly:
 every job has exactly one result per version (nothing doubled), the
 results of each job cover every event it sent (nothing lost: results still
-on their way when the sending ends are waited for, up to ten minutes), each
-straggler job ends amended. RSS growth is measured from the first sample after the
+on their way when the sending ends are waited for, up to ten minutes) or the
+events they miss are dead-lettered as too late (reached their job after its
+linger closed it: counted apart, as ``late_jobs``), each straggler job ends
+amended. RSS growth is measured from the first sample after the
 warm-up (a fifth of the run, at least one job window) to the last one.
 """
 
