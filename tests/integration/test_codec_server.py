@@ -7,6 +7,7 @@ real headless Chromium, shows the payloads decoded (its screenshot is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import urllib.parse
@@ -43,6 +44,11 @@ CONFIG = WorkerConfig(
     rollup_interval_s=0.5,
 )
 DELIVERED = "workflow_execution_update_completed_event_attributes"
+# The job's first task done: a job started with its first batch has it then.
+STARTED = "workflow_task_completed_event_attributes"
+# The UI test reads the events in an update (the README's screenshot shows
+# one): its job is delivered to by update-with-start, not started with them.
+UPDATED = dataclasses.replace(CONFIG, eager_start=False)
 # The README's screenshot. A run writes it only when asked
 # (EVENTFLOW_UPDATE_SCREENSHOT=1), so that a test run leaves the tree clean.
 SCREENSHOT = ROOT / "docs" / "ui-decoded.png"
@@ -76,7 +82,9 @@ async def run_one_job(client: Client) -> None:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
         else:
-            if any(e.HasField(DELIVERED) for e in history.events):
+            if any(
+                e.HasField(DELIVERED) or e.HasField(STARTED) for e in history.events
+            ):
                 return
         await asyncio.sleep(0.2)
     raise AssertionError("the job was never delivered to")
@@ -147,14 +155,15 @@ async def typed_job_result(out: Path) -> dict | None:
 
 
 def delivered_payload(history: dict) -> Payload:
-    """The input of the job's first ``deliver`` update, as the CLI prints it
-    (a history is printed as protobuf JSON: payload data in base64)."""
+    """The input the job was started with, its first batch in it (an eager
+    start), as the CLI prints it (a history is printed as protobuf JSON:
+    payload data in base64)."""
     for item in history["events"]:
-        accepted = item.get("workflowExecutionUpdateAcceptedEventAttributes")
-        if accepted:
-            [payload] = accepted["acceptedRequest"]["input"]["args"]["payloads"]
+        started = item.get("workflowExecutionStartedEventAttributes")
+        if started:
+            [payload] = started["input"]["payloads"]
             return json_format.ParseDict(payload, Payload())
-    raise AssertionError("no update in the history")
+    raise AssertionError("no start in the history")
 
 
 async def test_the_cli_through_the_codec_server_reads_payloads_and_sends_updates(
@@ -199,7 +208,7 @@ async def test_the_cli_through_the_codec_server_reads_payloads_and_sends_updates
     assert MARKER.encode() not in stored.data  # compressed msgpack
     readable = delivered_payload(msgspec.json.decode(decoded))
     assert readable.metadata["encoding"] == b"json/plain"
-    events = msgspec.json.decode(readable.data)["events"]
+    events = msgspec.json.decode(readable.data)["batch"]["events"]
     assert events[0]["type"] == "analysis.result"
     assert events[0]["payload"]["label"] == MARKER
     assert events[0]["at"] == "2026-01-01T00:00:00Z"
@@ -217,7 +226,7 @@ async def test_the_web_ui_shows_decoded_payloads_in_a_real_browser(
 ) -> None:
     page = browser_page
     client = await Client.connect(ui_dev_server.address, data_converter=DATA_CONVERTER)
-    async with running_workers(client, tmp_path / "out", CONFIG):
+    async with running_workers(client, tmp_path / "out", UPDATED):
         await run_one_job(client)
         workflow = urllib.parse.quote(job_id_of(TENANT, JOB), safe="")
         await page.goto(
