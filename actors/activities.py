@@ -42,11 +42,11 @@ from actors.contracts import (
     ReportInput,
     SettingsRequest,
     TenantInput,
+    started_state,
 )
 from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS, JOB_DELIVERIES
 from actors.models import Model, model_records
 from actors.pipelines import Pipeline
-from actors.rules import job as job_rules
 from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
 from actors.rules.publish import job_records, rejection_records, too_late_records
@@ -299,39 +299,30 @@ class Activities:
         finds out which).
 
         The job's first task computes its state from that input with
-        ``rules.started``, and so does this, at the same ``at``: the reply is
+        ``contracts.started_state``, and so does this, from the same input: the reply is
         the job's own ``last_delivery``, known without asking the job, so the
         start is the delivery's only round trip. The start is eager: a worker
         of this process that polls the entity task queue runs the job's first
         task straight from the start's response. A retry of this delivery
         finds the job started and gets the same reply from its update.
         """
-        at = datetime.now(UTC)
-        batch = JobBatch(
-            events=delivery.events,
-            delivery_id=delivery_id,
-            first_queued_at=delivery.queued_at,
+        input = JobInput(
+            tenant_id=delivery.tenant_id,
+            job_id=delivery.job_id,
+            settings=self._config.job,
+            batch=JobBatch(
+                events=delivery.events,
+                delivery_id=delivery_id,
+                first_queued_at=delivery.queued_at,
+            ),
+            batch_at=datetime.now(UTC),
         )
-        settings = self._config.job
-        state = job_rules.started(
-            delivery.tenant_id,
-            delivery.job_id,
-            delivery.events,
-            delivery_id=delivery_id,
-            first_queued_at=delivery.queued_at,
-            at=at,
-            settings=settings,
-        )
+        state = started_state(input)
+        assert state is not None  # the input carries a batch
         try:
             handle = await self._client.start_workflow(
                 names.JOB,
-                JobInput(
-                    tenant_id=delivery.tenant_id,
-                    job_id=delivery.job_id,
-                    settings=settings,
-                    batch=batch,
-                    batch_at=at,
-                ),
+                input,
                 id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
                 task_queue=routing.ENTITY_TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

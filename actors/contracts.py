@@ -12,6 +12,7 @@ import msgspec
 from temporalio.common import SearchAttributeKey
 
 from actors import names
+from actors.rules import job as job_rules
 from actors.rules.job import (
     BatchAck,
     JobSettings,
@@ -58,6 +59,25 @@ class JobInput(msgspec.Struct, frozen=True, kw_only=True):
     # (``rules.started``); a continue-as-new carries ``state`` instead.
     batch: JobBatch | None = None
     batch_at: datetime | None = None
+
+
+def started_state(input: JobInput) -> JobState | None:
+    """The state a job started with its first batch in ``input`` begins
+    with (``rules.started``), None for any other start. The job's
+    ``__init__`` and the delivery that starts it both call this on the same
+    input, so they agree on the reply without asking each other."""
+    batch, at = input.batch, input.batch_at
+    if input.state is not None or batch is None or at is None:
+        return None
+    return job_rules.started(
+        input.tenant_id,
+        input.job_id,
+        batch.events,
+        delivery_id=batch.delivery_id,
+        first_queued_at=batch.first_queued_at,
+        at=at,
+        settings=input.settings,
+    )
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):

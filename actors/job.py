@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
         JobInput,
         JobOutcome,
         PublishJobInput,
+        started_state,
     )
     from actors.policies import PUBLISH_TIMEOUT, RETRY, continue_as_new_due
     from actors.rules import job as rules
@@ -35,23 +36,13 @@ class JobWorkflow:
     @workflow.init
     def __init__(self, input: JobInput) -> None:
         self._settings = input.settings
-        batch, at = input.batch, input.batch_at
-        if input.state is not None:
-            self._state = input.state
-        elif batch is not None and at is not None:
-            # Started eagerly with its first batch: the delivery that started
-            # it computed this same reply from this input, and writes it.
-            self._state = rules.started(
-                input.tenant_id,
-                input.job_id,
-                batch.events,
-                delivery_id=batch.delivery_id,
-                first_queued_at=batch.first_queued_at,
-                at=at,
-                settings=input.settings,
-            )
-        else:
-            self._state = rules.new_job(input.tenant_id, input.job_id, workflow.now())
+        # Started eagerly with its first batch: the delivery that started it
+        # computed the same state (and reply) from this input, and writes it.
+        self._state = (
+            input.state
+            or started_state(input)
+            or rules.new_job(input.tenant_id, input.job_id, workflow.now())
+        )
         # True while the main loop has a publication in flight: a delivery
         # must not hand off a second publication of the same version.
         self._publishing = False

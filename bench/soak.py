@@ -139,7 +139,8 @@ def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
         for j in short
         if covered.get(j.key, 0) + len(late.get(j.key, ())) < j.events
     ]
-    late_jobs = [j.key for j in short if j.key not in set(lost)]
+    gone = set(lost)
+    late_jobs = [j.key for j in short if j.key not in gone]
     stragglers = [j.key for j in jobs if j.straggler_at_s is not None]
     return {
         "jobs": len(jobs),
