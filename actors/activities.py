@@ -18,7 +18,11 @@ import msgspec
 import structlog
 from opentelemetry.trace import SpanKind
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -47,7 +51,8 @@ from actors.contracts import (
 from actors.metrics import DELIVERIES_IN_FLIGHT, DELIVERY_SECONDS, JOB_DELIVERIES
 from actors.models import Model, model_records
 from actors.pipelines import Pipeline
-from actors.rules.job import BatchAck, Publication, Reply, RollupDelta
+from actors.rules import job as job_rules
+from actors.rules.job import BatchAck, JobState, Publication, Reply, RollupDelta
 from actors.rules.proxy import JobDelivery, ProxySettings
 from actors.rules.publish import job_records, rejection_records, too_late_records
 from actors.rules.tenant import RollupBatch
@@ -69,7 +74,7 @@ _catch_up_records = msgspec.msgpack.Decoder(list[SinkRecord])
 
 TOO_LATE = (
     "job already closed: the event arrived after the job's result was final "
-    "and its linger period had passed"
+    "and its linger period (for late events) had passed"
 )
 
 
@@ -245,34 +250,141 @@ class Activities:
         )
 
     async def _send(self, delivery: JobDelivery, delivery_id: str) -> Reply | None:
-        """One job's events; None when the job has closed for good.
+        """One job's events; None when they come too late for it.
+
+        A job runs as generations (``routing.job_run_id``): the first, then
+        one per reopening. This walks them from the first: a running one
+        takes the batch as an update; a closed one's result holds its state,
+        from which the next generation starts with the batch (``_reopen``).
+        Two deliveries racing to reopen compute the same next id and only one
+        start wins; the other finds that run and updates it (or, if it has
+        closed already, walks on), so every event lands in one generation.
 
         A delivery holding a ``job.opened`` most likely starts its job: it is
-        started eagerly with the batch in its input (``_start``). Any other
-        delivery, or one whose job exists already, goes as an update that
-        starts the job if there is none (update-with-start).
+        started eagerly with the batch in its input (``_start``).
         """
-        if self._config.eager_start and any(
-            isinstance(e, JobOpened) for e in delivery.events
-        ):
-            reply = await self._start(delivery, delivery_id)
+        events = delivery.events
+        if self._config.eager_start and any(isinstance(e, JobOpened) for e in events):
+            input = self._job_input(delivery, delivery_id, None)
+            reply = await self._start(input, 0)
             if reply is not None:
                 return reply
+        closed: JobState | None = None  # the last closed generation's state
+        refused = 0
+        while True:
+            generation = 0 if closed is None else closed.generation + 1
+            if closed is not None:
+                settled, reply = self._settled(closed, delivery, delivery_id)
+                if settled:
+                    return reply
+                if self._config.eager_start:
+                    input = self._job_input(delivery, delivery_id, closed)
+                    reply = await self._start(input, generation)
+                    if reply is not None:
+                        return reply
+            reply = await self._update(delivery, delivery_id, generation, closed)
+            if reply is not None:
+                return reply
+            workflow_id = routing.job_run_id(
+                delivery.tenant_id, delivery.job_id, generation
+            )
+            try:
+                outcome = await self._client.get_workflow_handle(
+                    workflow_id, result_type=JobOutcome
+                ).result()
+            except WorkflowFailureError:
+                # Terminated or failed after refusing the update: the next
+                # update-with-start restarts it (reuse policy).
+                refused += 1
+                if refused > 3:
+                    raise
+                continue
+            if outcome.state is None:
+                return None  # it stayed open for its linger and closed for good
+            closed = outcome.state
+
+    def _settled(
+        self, closed: JobState, delivery: JobDelivery, delivery_id: str
+    ) -> tuple[bool, Reply | None]:
+        """What a delivery to a closed job comes to without a new run, if it
+        can (``(True, reply)``): the same reply for a retry of the delivery
+        the job last took, None when it is too late, the reply for a batch
+        of duplicates only. ``(False, None)``: the batch changes the job,
+        which must reopen."""
+        last = closed.last_delivery
+        if last is not None and last.delivery_id == delivery_id:
+            JOB_DELIVERIES.labels(how="closed").inc()
+            return True, last
+        now = datetime.now(UTC)
+        until = job_rules.late_until(closed, self._config.job)
+        if until is None or now >= until:
+            JOB_DELIVERIES.labels(how="too_late").inc()
+            return True, None
+        probe = job_rules.reopened(
+            closed,
+            delivery.events,
+            delivery_id=delivery_id,
+            at=now,
+            settings=self._config.job,
+        )
+        reply = probe.last_delivery
+        assert reply is not None
+        if reply.publication is None:
+            # Nothing but duplicates: the closed run holds every one of them.
+            JOB_DELIVERIES.labels(how="closed").inc()
+            return True, reply
+        return False, None
+
+    def _job_input(
+        self, delivery: JobDelivery, delivery_id: str, closed: JobState | None
+    ) -> JobInput:
+        """A job's input carrying this delivery's batch: a new job's (no
+        ``closed``), or the next generation of a closed one."""
+        return JobInput(
+            tenant_id=delivery.tenant_id,
+            job_id=delivery.job_id,
+            settings=self._config.job,
+            state=closed,
+            batch=JobBatch(
+                events=delivery.events,
+                delivery_id=delivery_id,
+                first_queued_at=delivery.queued_at,
+            ),
+            batch_at=datetime.now(UTC),
+        )
+
+    async def _update(
+        self,
+        delivery: JobDelivery,
+        delivery_id: str,
+        generation: int,
+        closed: JobState | None,
+    ) -> Reply | None:
+        """The batch as an update to the job's ``generation``, starting it if
+        there is none (from ``closed``, the generation before, if any); None
+        when that generation has closed."""
+        state = None
+        if closed is not None:
+            state = msgspec.structs.replace(closed, generation=generation)
         start = WithStartWorkflowOperation(
             names.JOB,
             JobInput(
                 tenant_id=delivery.tenant_id,
                 job_id=delivery.job_id,
                 settings=self._config.job,
+                state=state,
             ),
-            id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
+            id=routing.job_run_id(delivery.tenant_id, delivery.job_id, generation),
             task_queue=routing.ENTITY_TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            # A job that closed normally stays closed: late events for it are
-            # dead-lettered rather than starting an empty job of the same id.
+            # A generation that closed normally stays closed: its result
+            # starts the next one.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             result_type=JobOutcome,
-            search_attributes=_job_attributes(delivery.tenant_id),
+            search_attributes=_job_attributes(
+                delivery.tenant_id,
+                (closed.last_status if closed else None) or names.JOB_OPEN,
+            ),
         )
         JOB_DELIVERIES.labels(how="update").inc()
         try:
@@ -293,48 +405,41 @@ class Activities:
                 await start.workflow_handle()
             return None
 
-    async def _start(self, delivery: JobDelivery, delivery_id: str) -> Reply | None:
-        """Start the job with this delivery's batch in its input; the reply,
-        or None when the job exists (running, or closed: the caller's update
-        finds out which).
+    async def _start(self, input: JobInput, generation: int) -> Reply | None:
+        """Start the job's ``generation`` with the batch in ``input``; the
+        reply, or None when that generation exists (running, or closed: the
+        caller's update finds out which).
 
         The job's first task computes its state from that input with
-        ``contracts.started_state``, and so does this, from the same input: the reply is
-        the job's own ``last_delivery``, known without asking the job, so the
-        start is the delivery's only round trip. The start is eager: a worker
-        of this process that polls the entity task queue runs the job's first
-        task straight from the start's response. A retry of this delivery
-        finds the job started and gets the same reply from its update.
+        ``contracts.started_state``, and so does this, from the same input:
+        the reply is the job's own ``last_delivery``, known without asking
+        the job, so the start is the delivery's only round trip. The start
+        is eager: a worker of this process that polls the entity task queue
+        runs the job's first task straight from the start's response. A
+        retry of this delivery finds the job started and gets the same reply
+        from its update (or, once it has closed, from its result).
         """
-        input = JobInput(
-            tenant_id=delivery.tenant_id,
-            job_id=delivery.job_id,
-            settings=self._config.job,
-            batch=JobBatch(
-                events=delivery.events,
-                delivery_id=delivery_id,
-                first_queued_at=delivery.queued_at,
-            ),
-            batch_at=datetime.now(UTC),
-        )
         state = started_state(input)
-        assert state is not None  # the input carries a batch
+        assert state is not None
+        assert state.last_delivery is not None
         try:
             handle = await self._client.start_workflow(
                 names.JOB,
                 input,
-                id=routing.job_id_of(delivery.tenant_id, delivery.job_id),
+                id=routing.job_run_id(input.tenant_id, input.job_id, generation),
                 task_queue=routing.ENTITY_TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=_job_attributes(
-                    delivery.tenant_id, state.last_status or names.JOB_OPEN
+                    input.tenant_id, state.last_status or names.JOB_OPEN
                 ),
                 request_eager_start=True,
             )
         except WorkflowAlreadyStartedError:
             JOB_DELIVERIES.labels(how="start_refused").inc()
             return None
+        if generation:
+            JOB_DELIVERIES.labels(how="reopen").inc()
         eager = bool(getattr(handle, "__temporal_eagerly_started", False))
         JOB_DELIVERIES.labels(how="eager_start" if eager else "start").inc()
         return state.last_delivery

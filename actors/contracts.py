@@ -56,19 +56,32 @@ class JobInput(msgspec.Struct, frozen=True, kw_only=True):
     state: JobState | None = None
     # A job started eagerly by its first delivery carries that delivery's
     # batch, and the time the delivery took as the job's "now" for it
-    # (``rules.started``); a continue-as-new carries ``state`` instead.
+    # (``rules.started``); a continue-as-new carries ``state`` instead, and
+    # a reopening (the next generation of a closed job) both: the closed
+    # run's final state and the late batch (``rules.reopened``).
     batch: JobBatch | None = None
     batch_at: datetime | None = None
 
 
 def started_state(input: JobInput) -> JobState | None:
-    """The state a job started with its first batch in ``input`` begins
-    with (``rules.started``), None for any other start. The job's
-    ``__init__`` and the delivery that starts it both call this on the same
-    input, so they agree on the reply without asking each other."""
+    """The state a job starts with: ``input.state`` (a continue-as-new, or
+    a reopening started by update-with-start), with the batch ``input``
+    carries applied when there is one (``rules.reopened`` on a closed run's
+    state; ``rules.started`` for a new job); None for a new job started
+    empty. The job's ``__init__`` and the delivery that starts it both call
+    this on the same input, so they agree on the reply without asking each
+    other."""
     batch, at = input.batch, input.batch_at
-    if input.state is not None or batch is None or at is None:
-        return None
+    if batch is None or at is None:
+        return input.state
+    if input.state is not None:
+        return job_rules.reopened(
+            input.state,
+            batch.events,
+            delivery_id=batch.delivery_id,
+            at=at,
+            settings=input.settings,
+        )
     return job_rules.started(
         input.tenant_id,
         input.job_id,
@@ -86,6 +99,9 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     status: str | None
     events: int
+    # A job that reopens (``JobSettings.reopen``) closes with its state, for
+    # a late event's delivery to start its next generation from.
+    state: JobState | None = None
 
 
 class TenantInput(msgspec.Struct, frozen=True, kw_only=True):

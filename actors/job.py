@@ -31,17 +31,19 @@ class JobWorkflow:
     back in the update's reply and the proxy's delivery writes it, batched
     with other jobs' (no activity, no extra workflow task here). What happens
     without a delivery (the deadline passing) the main loop publishes itself.
+    Once everything is published the job closes, its result carrying its
+    state (``JobSettings.reopen``); a late event's delivery starts its next
+    generation from that state.
     """
 
     @workflow.init
     def __init__(self, input: JobInput) -> None:
         self._settings = input.settings
-        # Started eagerly with its first batch: the delivery that started it
-        # computed the same state (and reply) from this input, and writes it.
-        self._state = (
-            input.state
-            or started_state(input)
-            or rules.new_job(input.tenant_id, input.job_id, workflow.now())
+        # Started with a batch (eagerly, by a delivery: a new job's first,
+        # or a closed job's late one, reopening it): the delivery computed
+        # the same state (and reply) from this input, and writes it.
+        self._state = started_state(input) or rules.new_job(
+            input.tenant_id, input.job_id, workflow.now()
         )
         # True while the main loop has a publication in flight: a delivery
         # must not hand off a second publication of the same version.
@@ -125,10 +127,13 @@ class JobWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if rules.has_work(state):
                     continue
+                # A job that reopens hands its state to its next generation
+                # through this result.
                 return JobOutcome(
                     version=state.version,
                     status=state.last_status,
                     events=state.published_events,
+                    state=state if settings.reopen else None,
                 )
             wake = rules.next_wakeup(state, settings)
             timeout = None if wake is None else max(wake - workflow.now(), timedelta(0))

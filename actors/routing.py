@@ -42,6 +42,14 @@ def job_id_of(tenant_id: str, job_id: str) -> str:
     return f"job/{tenant_id}/{job_id}"
 
 
+def job_run_id(tenant_id: str, job_id: str, generation: int) -> str:
+    """The workflow id of one generation of a job: ``job_id_of`` for the
+    first, then ``job/{tenant}/{job}/{n}`` for the n-th reopening (ids hold
+    no '/', so no job's id is another's generation)."""
+    base = job_id_of(tenant_id, job_id)
+    return base if generation == 0 else f"{base}/{generation}"
+
+
 def tenant_id_of(tenant_id: str) -> str:
     return f"tenant/{tenant_id}"
 

@@ -38,7 +38,9 @@ class WorkerConfig:
     models: tuple[str, ...] = ()
     job_parts: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    job: JobSettings = field(default_factory=JobSettings)
+    # Jobs close once published and reopen for late events, unless a rolling
+    # upgrade from workers that keep them open needs ``reopen=False``.
+    job: JobSettings = field(default_factory=lambda: JobSettings(reopen=True))
     tenant: TenantSettings = field(default_factory=TenantSettings)
     max_pending: int = DEFAULT_MAX_PENDING
     delivery_batch: int = DEFAULT_DELIVERY_BATCH

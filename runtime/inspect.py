@@ -83,11 +83,28 @@ async def _query(
         raise InspectError(f"{workflow_id}: the query failed: {exc}") from None
 
 
+async def _latest_generation(client: Client, tenant_id: str, job_id: str) -> str:
+    """The workflow id of the job's latest run: a job that closed and was
+    reopened by late events runs as generations (``routing.job_run_id``),
+    each started only once the one before it closed."""
+    generation = 0
+    while True:
+        later = routing.job_run_id(tenant_id, job_id, generation + 1)
+        try:
+            await client.get_workflow_handle(later).describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return routing.job_run_id(tenant_id, job_id, generation)
+            raise InspectError(f"{later}: {exc.status.name}: {exc.message}") from None
+        generation += 1
+
+
 async def job_report(
     client: Client, tenant_id: str, job_id: str, *, shards: int
 ) -> JobReport:
-    """The job's status, and the events its proxy still holds for it."""
-    workflow_id = routing.job_id_of(tenant_id, job_id)
+    """The job's status (its latest generation's), and the events its proxy
+    still holds for it."""
+    workflow_id = await _latest_generation(client, tenant_id, job_id)
     shard = routing.shard_of(tenant_id, job_id, shards)
     job_query = _query(client, workflow_id, names.JOB_STATUS, result_type=JobView)
     held_query = _query(
@@ -320,7 +337,10 @@ def render_job(report: JobReport, now: datetime) -> str:
         head = f"{name}: open, {'complete, publishing' if job.complete else waiting}"
     else:
         head = f"{name}: published version {job.version} ({job.last_status})"
-    lines = [head, f"  workflow: {report.workflow_id}"]
+    where = f"  workflow: {report.workflow_id}"
+    if job.generation:
+        where += f" (generation {job.generation}: reopened by late events)"
+    lines = [head, where]
     lines.append(
         "  required: " + (", ".join(job.required) if job.required else "unknown")
     )
@@ -342,9 +362,15 @@ def render_job(report: JobReport, now: datetime) -> str:
         lines.append(
             f"  deadline: {job.deadline.isoformat()} ({_ago(job.deadline, now)})"
         )
-    if job.closes_at is not None:
+    if job.closes_at is not None and job.closes_at == job.late_until:
         lines.append(
             f"  closes: {job.closes_at.isoformat()} ({_ago(job.closes_at, now)})"
+        )
+    elif job.late_until is not None:
+        # It closed once published; a late event starts its next generation.
+        lines.append(
+            f"  late events: until {job.late_until.isoformat()} "
+            f"({_ago(job.late_until, now)}), each reopening it"
         )
     if report.held is None:
         lines.append("  proxy: did not answer")

@@ -81,7 +81,8 @@ class WorkerSettings:
         flag="--job-linger",
         metavar="S",
         env="EVENTFLOW_JOB_LINGER_S",
-        help="seconds a finished job stays open for late events",
+        help="seconds after its last result version a job still takes late "
+        "events (a closed job reopens for them)",
     )
     summary_interval: float = option(
         DEFAULT_SUMMARY_INTERVAL_S,
@@ -115,6 +116,14 @@ class WorkerSettings:
         "an eager start with the events in its input (for a rolling upgrade "
         "from workers older than the eager start)",
     )
+    keep_jobs_open: bool = option(
+        False,
+        flag="--keep-jobs-open",
+        env="EVENTFLOW_KEEP_JOBS_OPEN",
+        help="keep a published job open, a timer running, for its --job-linger "
+        "rather than close it and reopen it for a late event (for a rolling "
+        "upgrade from workers older than the reopening)",
+    )
     retire: bool = option(
         False,
         flag="--retire",
@@ -140,6 +149,7 @@ class WorkerSettings:
                 default_deadline_s=self.job_deadline,
                 linger_s=self.job_linger,
                 continue_as_new_after=self.continue_as_new_after,
+                reopen=not self.keep_jobs_open,
             ),
             tenant=TenantSettings(
                 summary_interval_s=self.summary_interval,

@@ -28,9 +28,15 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Per-job behaviour, fixed when the job starts and carried across runs."""
 
     default_deadline_s: float = DEFAULT_DEADLINE_S
-    # How long a job that has published stays open for late events before it
-    # closes; events after that are dead-lettered as too late.
+    # How long after its last publication a job still takes late events;
+    # events after that are dead-lettered as too late.
     linger_s: float = DEFAULT_LINGER_S
+    # True: a job that has published everything closes at once, its result
+    # carrying its state, and a late event within ``linger_s`` reopens it in
+    # a run of its own (the next generation, ``routing.job_run_id``). False
+    # (what jobs started before reopening carry): the job stays open, a
+    # timer running, for ``linger_s``.
+    reopen: bool = False
     # Continue-as-new once the run's history reaches this many events, even if
     # Temporal has not suggested it yet. None: only when suggested.
     continue_as_new_after: int | None = None
@@ -83,6 +89,10 @@ class JobState(msgspec.Struct, kw_only=True):
     # continue-as-new. One is enough: a proxy sends a job its next delivery
     # only once the previous one is written.
     last_delivery: Reply | None = None
+    # Which run of the job holds this state: 0 for the first, one more for
+    # each reopening (``reopened``; its workflow id is
+    # ``routing.job_run_id(tenant_id, job_id, generation)``).
+    generation: int = 0
 
 
 class BatchAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -371,10 +381,47 @@ def deadline(state: JobState, settings: JobSettings) -> datetime:
 
 
 def closes_at(state: JobState, settings: JobSettings) -> datetime | None:
-    """When a job with nothing left to publish may close; None before v1."""
+    """When a job with nothing left to publish may close; None before v1.
+
+    A job that reopens closes as soon as it has published: the late events
+    ``late_until`` allows start its next generation."""
+    if state.last_published_at is None:
+        return None
+    if settings.reopen:
+        return state.last_published_at
+    return late_until(state, settings)
+
+
+def late_until(state: JobState, settings: JobSettings) -> datetime | None:
+    """Until when a job takes late events (None before v1): ``linger_s``
+    after its last publication. Later ones are dead-lettered as too late."""
     if state.last_published_at is None:
         return None
     return state.last_published_at + timedelta(seconds=settings.linger_s)
+
+
+def reopened(
+    closed: JobState,
+    events: list[Event],
+    *,
+    delivery_id: str,
+    at: datetime,
+    settings: JobSettings,
+) -> JobState:
+    """A closed job's next generation, started with a late batch: its
+    state, the batch applied (``receive``). A pure function of its
+    arguments, like ``started``, and it leaves ``closed`` as it was."""
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(closed), type=JobState)
+    state.generation += 1
+    receive(
+        state,
+        events,
+        delivery_id=delivery_id,
+        first_queued_at=None,
+        now=at,
+        settings=settings,
+    )
+    return state
 
 
 def next_wakeup(state: JobState, settings: JobSettings) -> datetime | None:
@@ -492,6 +539,10 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     deadline: datetime  # an incomplete job times out then
     last_published_at: datetime | None
     closes_at: datetime | None  # when a job that has published closes
+    # Until when late events are taken (a job that reopens does so in a new
+    # run, ``generation``); None before the first publication.
+    late_until: datetime | None = None
+    generation: int = 0
 
 
 def view(state: JobState, settings: JobSettings) -> JobView:
@@ -525,4 +576,6 @@ def view(state: JobState, settings: JobSettings) -> JobView:
         deadline=deadline(state, settings),
         last_published_at=state.last_published_at,
         closes_at=closes_at(state, settings),
+        late_until=late_until(state, settings),
+        generation=state.generation,
     )

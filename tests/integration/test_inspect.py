@@ -66,7 +66,7 @@ async def answered(address: str, *args: str, until, limit_s: float = 30) -> dict
 
 CONFIG = WorkerConfig(
     shards=SHARDS,
-    job=JobSettings(default_deadline_s=600, linger_s=600),
+    job=JobSettings(default_deadline_s=600, linger_s=600, reopen=True),
     tenant=TenantSettings(summary_interval_s=600),
     rollup_interval_s=0.5,
 )
@@ -94,6 +94,17 @@ async def test_inspect_tells_what_a_job_waits_for_and_what_a_tenant_counts(
         done = await answered(
             address, "job", "acme", "done", until=lambda a: a["job"]["version"] == 1
         )
+        # A late event (of a type it does not require) reopens the closed
+        # job: inspect follows it to its next generation.
+        await sender.send(part("acme", "done", "embed", 0, 1))
+        await sender.flush()
+        reopened = await answered(
+            address,
+            "job",
+            "acme",
+            "done",
+            until=lambda a: a["job"]["generation"] == 1,
+        )
         tenant = await answered(
             address,
             "tenant",
@@ -118,13 +129,18 @@ async def test_inspect_tells_what_a_job_waits_for_and_what_a_tenant_counts(
     finished = done["job"]
     assert (finished["last_status"], finished["complete"]) == ("complete", True)
     assert finished["closes_at"] is not None
+    assert (finished["generation"], done["workflow_id"]) == (0, "job/acme/done")
+    again = reopened["job"]
+    assert reopened["workflow_id"] == "job/acme/done/1"
+    assert (again["generation"], again["version"], again["refused"]) == (1, 1, 1)
+    assert again["late_until"] > again["closes_at"]
 
     counts = tenant["tenant"]["counts"]
     assert (counts["jobs_completed"], counts["events"]) == (1, 2)
 
     assert [s["shard"] for s in shards] == [0, 1]
     running = [s["proxy"] for s in shards if s["proxy"] is not None]
-    assert sum(p["accepted"] for p in running) == 5
+    assert sum(p["accepted"] for p in running) == 6
     assert all(p["held_events"] == 0 for p in running)
 
     readable = text.stdout.decode()

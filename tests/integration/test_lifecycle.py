@@ -1,6 +1,7 @@
 """Every path of a job's life, on a real dev server with in-process workers:
-completion, duplicates, conflicts, refusals, time-outs, amendments, closing,
-too-late events, tenant rollups and continue-as-new."""
+completion, duplicates, conflicts, refusals, time-outs, closing, reopening
+by late events (amendments), too-late events, tenant rollups and
+continue-as-new."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from actors.contracts import JobOutcome
 from tests.support.records import file_records
 from tests.support.scenario import SCENARIO_CONFIG, run_scenario, running_workers
 
@@ -25,8 +27,8 @@ async def test_scenario_covers_every_path_and_writes_exactly_the_expected_record
     results = index(records, "job.result", "result_id")
     dead = index(records, "dead_letter", "dead_letter_id")
 
-    # j1: results before job.opened, one duplicate, one conflict; then closed
-    # after lingering, so a later event is too late.
+    # j1: results before job.opened, one duplicate, one conflict; then, its
+    # linger over, a later event is too late.
     j1 = results.pop("acme/j1/1")
     assert (j1["status"], j1["events"], j1["missing"]) == ("complete", 4, {})
     assert j1["analyses"]["detect"]["payloads"] == [
@@ -48,6 +50,9 @@ async def test_scenario_covers_every_path_and_writes_exactly_the_expected_record
     assert j2["analyses"]["detect"]["payloads"][1] is None
     j2v2 = results.pop("acme/j2/2")
     assert (j2v2["status"], j2v2["events"], j2v2["missing"]) == ("amended", 3, {})
+    # ... then reopened again by a type it does not require (refused once,
+    # its redelivery a duplicate): a dead letter, no third version.
+    assert "not required" in dead.pop("acme/j2/j2-extra")["reason"]
 
     # j3: a type it does not require and a disagreeing part count are refused.
     j3 = results.pop("globex/j3/1")
@@ -118,3 +123,37 @@ async def test_scenario_continues_as_new_every_entity_kind(
         runs.setdefault(execution.id, set()).add(execution.run_id)
     multi = {wid.split("/")[0] for wid, ids in runs.items() if len(ids) > 1}
     assert {"proxy", "tenant"} <= multi
+
+
+async def test_scenario_reopens_a_closed_job_in_a_generation_per_late_delivery(
+    temporal, tmp_path: Path
+) -> None:
+    async with running_workers(temporal.client, tmp_path, SCENARIO_CONFIG):
+        await run_scenario(temporal.client)
+    j2 = {}
+    async for execution in temporal.client.list_workflows(
+        "WorkflowId STARTS_WITH 'job/acme/j2'"
+    ):
+        j2[execution.id] = execution
+    # Every generation closed by itself (none lingers on a timer), and the
+    # redelivered duplicate started none.
+    assert sorted(j2) == ["job/acme/j2", "job/acme/j2/1", "job/acme/j2/2"]
+    assert {e.status.name for e in j2.values()} == {"COMPLETED"}
+    outcomes = [
+        await temporal.client.get_workflow_handle(wid, result_type=JobOutcome).result()
+        for wid in sorted(j2)
+    ]
+    assert [(o.version, o.status) for o in outcomes] == [
+        (1, "timed_out"),
+        (2, "amended"),
+        (2, "amended"),
+    ]
+    last = outcomes[-1].state
+    assert last is not None
+    assert last.generation == 2
+    assert last.outcomes == {
+        "j2-open": "accepted",
+        "j2-detect-0": "accepted",
+        "j2-detect-1": "accepted",
+        "j2-extra": "rejected",
+    }

@@ -1,6 +1,7 @@
 """A small scenario that drives every workflow through every path: batches
-through the proxies, jobs completing, timing out, amended by late events,
-refusing bad events, continuing-as-new, closing, and a tenant summary.
+through the proxies, jobs completing, timing out, closing, reopened by late
+events (amended), refusing bad events, continuing-as-new, and a tenant
+summary.
 
 Used to record the committed histories (``python -m tests.replay.record``)
 and by the integration and activity tests (``running_workers``: the workers
@@ -77,7 +78,9 @@ async def running_workers(
 
 SCENARIO_CONFIG = WorkerConfig(
     shards=SHARDS,
-    job=JobSettings(default_deadline_s=30, linger_s=4, continue_as_new_after=40),
+    job=JobSettings(
+        default_deadline_s=30, linger_s=4, continue_as_new_after=40, reopen=True
+    ),
     tenant=TenantSettings(summary_interval_s=1, continue_as_new_after=12),
     proxy_continue_as_new_after=60,
     delivery_batch=5,
@@ -116,10 +119,20 @@ async def run_scenario(client: Client) -> None:
     for line in first:
         await sender.send(line)
     await sender.flush()
-    await asyncio.sleep(2.5)  # j2 times out; the finished jobs linger
-    await sender.send(part("acme", "j2", "detect", 1, 2))  # amends j2
-    await sender.flush()
-    await asyncio.sleep(6)  # every job closes; tenant summaries are written
+    await asyncio.sleep(2.5)  # j2 times out; the finished jobs have closed
+    # Late events for j2, one delivery each: the missing part reopens it
+    # (generation 1: amended), a part of a type it does not require reopens
+    # it again (generation 2: a dead letter, no new version), and a
+    # redelivery of that part finds it closed, a duplicate (no new run).
+    for line in [
+        part("acme", "j2", "detect", 1, 2),
+        part("acme", "j2", "extra", 0, 1, eid="j2-extra"),
+        part("acme", "j2", "extra", 0, 1, eid="j2-extra"),
+    ]:
+        await sender.send(line)
+        await sender.flush()
+        await asyncio.sleep(1)
+    await asyncio.sleep(4)  # tenant summaries are written; j1's linger ends
     await sender.send(part("acme", "j1", "extra", 0, 1, eid="j1-too-late"))
     await sender.flush()
     await asyncio.sleep(2)

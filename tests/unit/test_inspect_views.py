@@ -90,6 +90,37 @@ def test_a_published_job_view_says_when_it_closes() -> None:
     assert view.closes_at == T0 + timedelta(seconds=301)
 
 
+def test_a_reopened_job_reads_as_its_generation_and_how_long_it_takes_late_events() -> (
+    None
+):
+    settings = JobSettings(default_deadline_s=600.0, linger_s=300.0, reopen=True)
+    closed = job_rules.new_job("t", "j", T0)
+    job_rules.apply_batch(closed, [opened(), *(part(n, 2) for n in range(2))])
+    publication = job_rules.decide(closed, T0 + timedelta(seconds=600), settings)
+    assert publication is not None
+    job_rules.commit(closed, publication, T0 + timedelta(seconds=600))
+    late = T0 + timedelta(seconds=700)
+    state = job_rules.reopened(
+        closed,
+        [part(0, 1, kind="caption")],
+        delivery_id="d",
+        at=late,
+        settings=settings,
+    )
+    view = job_rules.view(state, settings)
+    assert (view.version, view.last_status, view.generation) == (2, "amended", 1)
+    assert view.closes_at == late  # closed once published
+    assert view.late_until == late + timedelta(seconds=300)
+    text = render_job(
+        JobReport(workflow_id="job/t/j/1", job=view, held=None),
+        late + timedelta(seconds=60),
+    )
+    assert "job t/j: published version 2 (amended)" in text
+    assert "workflow: job/t/j/1 (generation 1: reopened by late events)" in text
+    assert "late events: until " in text
+    assert "closes:" not in text
+
+
 def test_a_proxy_view_counts_what_it_holds_and_since_when() -> None:
     state = ProxyState()
     settings = ProxySettings(shard=3, shards=4)

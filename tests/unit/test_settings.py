@@ -162,6 +162,7 @@ WORKER = {
     "--connect-timeout": ((), 60),
     "--proxy-hold": (("EVENTFLOW_PROXY_HOLD_S",), 0.5),
     "--no-eager-start": (("EVENTFLOW_NO_EAGER_START",), False),
+    "--keep-jobs-open": (("EVENTFLOW_KEEP_JOBS_OPEN",), False),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
     "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
@@ -248,7 +249,7 @@ def test_the_worker_config_takes_the_rules_defaults() -> None:
     """One source for each default: the rules' settings types."""
     config = build([], {}, WorkerSettings).worker_config()
     assert config == WorkerConfig()
-    assert config.job == JobSettings()
+    assert config.job == JobSettings(reopen=True)
     assert config.tenant == TenantSettings()
     proxy = config.proxy_settings(0)
     assert proxy == ProxySettings(shard=0, shards=config.shards)
