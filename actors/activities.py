@@ -72,6 +72,11 @@ CATCH_UP_CHUNK_BYTES = 256 * 1024
 
 _catch_up_records = msgspec.msgpack.Decoder(list[SinkRecord])
 
+# A reopening's input carries the closed run's state and the late batch; past
+# this (before compression), the two travel apart, well under Temporal's
+# 2 MiB per payload.
+REOPEN_INPUT_BYTES = 3 << 19
+
 TOO_LATE = (
     "job already closed: the event arrived after the job's result was final "
     "and its linger period (for late events) had passed"
@@ -277,8 +282,12 @@ class Activities:
                 settled, reply = self._settled(closed, delivery, delivery_id)
                 if settled:
                     return reply
-                if self._config.eager_start:
-                    input = self._job_input(delivery, delivery_id, closed)
+                input = self._job_input(delivery, delivery_id, closed)
+                # A closed state near the job's byte cap and a large batch
+                # could pass Temporal's payload limit together: such a batch
+                # goes as an update, the state alone in the start.
+                small = len(msgspec.msgpack.encode(input)) <= REOPEN_INPUT_BYTES
+                if self._config.eager_start and small:
                     reply = await self._start(input, generation)
                     if reply is not None:
                         return reply

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from actors.rules.proxy import JobDelivery
 from actors.rules.tenant import TenantSettings
 from actors.settings import WorkerConfig
 from sinks import FileSink
-from tests.support.events import opened, part
+from tests.support.events import event, opened, part
 from tests.support.records import file_records
 from tests.support.scenario import running_workers
-from tests.support.temporal import job_deliveries
+from tests.support.temporal import job_deliveries, start_input
 from wire import parse_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -249,3 +250,67 @@ async def test_without_eager_start_a_closed_job_reopens_by_update_with_start(
     last = outcomes[routing.job_run_id("acme", "r4", 1)]
     assert last.state is not None
     assert (last.version, last.status, last.state.generation) == (2, "amended", 1)
+
+
+def _big(job: str, n: int, seed: int) -> bytes:
+    """A part with a payload near the edge's 256 KiB limit."""
+    blob = random.Random(seed).randbytes(120_000).hex()
+    return event(
+        "analysis.result",
+        event_id=f"{job}-detect-{n}",
+        tenant_id="acme",
+        job_id=job,
+        analysis_type="detect",
+        part=n,
+        parts=4,
+        payload={"blob": blob},
+    )
+
+
+async def test_a_late_batch_too_large_to_travel_with_the_closed_state_goes_as_an_update(
+    temporal, tmp_path: Path
+) -> None:
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=CONFIG
+    )
+    job = "big"
+    async with running_workers(temporal.client, tmp_path / "workers", CONFIG):
+        await _deliver(
+            activities,
+            temporal.client,
+            job,
+            [
+                opened("acme", job, ["detect"], deadline_s=1),
+                _big(job, 0, 0),
+                _big(job, 1, 1),
+            ],
+            "first",
+        )
+        first = temporal.client.get_workflow_handle(
+            routing.job_id_of("acme", job), result_type=JobOutcome
+        )
+        await asyncio.wait_for(first.result(), timeout=30)
+        # Generation 1 starts with its batch: the closed state is small.
+        await _deliver(activities, temporal.client, job, [_big(job, 2, 2)], "late/1")
+        # Generation 1 closed holding three parts and their publication
+        # (about 1.4 MiB before compression): with a fourth part, past the
+        # job's byte cap and refused, its input would be too large.
+        refused = await _deliver(
+            activities, temporal.client, job, [_big(job, 3, 3)], "late/2"
+        )
+        outcomes = await _generations(temporal.client, job)
+        inputs = [
+            await start_input(
+                temporal.client.get_workflow_handle(routing.job_run_id("acme", job, g))
+            )
+            for g in (1, 2)
+        ]
+    await sink.close()
+    assert refused.ack.rejected == 1
+    assert [i.batch is not None for i in inputs] == [True, False]
+    last = outcomes[routing.job_run_id("acme", job, 2)]
+    assert last.state is not None
+    assert (last.version, last.state.generation) == (2, 2)
+    (dead,) = [r for r in file_records(tmp_path / "out") if r["type"] == "dead_letter"]
+    assert "would hold more than" in dead["reason"]

@@ -129,6 +129,16 @@ def file_dev_server(tmp_path: Path) -> Iterator[FileDevServer]:
         server.stop()
 
 
+async def start_input(handle: WorkflowHandle) -> JobInput:
+    """The input a job's run was started with, decoded."""
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            payloads = event.workflow_execution_started_event_attributes.input
+            (start,) = await DATA_CONVERTER.decode(payloads.payloads, [JobInput])
+            return start
+    raise AssertionError(f"{handle.id} has no start event")
+
+
 async def job_deliveries(handle: WorkflowHandle) -> int:
     """How many deliveries a job's current run took: its updates, plus one
     when it was started with its first batch in its input (an eager start)."""
