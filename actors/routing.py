@@ -50,6 +50,19 @@ def job_run_id(tenant_id: str, job_id: str, generation: int) -> str:
     return base if generation == 0 else f"{base}/{generation}"
 
 
+def job_of_run_id(workflow_id: str) -> tuple[str, str, int] | None:
+    """``(tenant_id, job_id, generation)`` of a job workflow id
+    (``job_run_id``); None for any other workflow id."""
+    kind, *parts = workflow_id.split("/")
+    if kind != "job" or len(parts) not in (2, 3):
+        return None
+    if len(parts) == 2:
+        return parts[0], parts[1], 0
+    if not parts[2].isdigit() or parts[2].startswith("0"):
+        return None
+    return parts[0], parts[1], int(parts[2])
+
+
 def tenant_id_of(tenant_id: str) -> str:
     return f"tenant/{tenant_id}"
 

@@ -62,6 +62,7 @@ from hypothesis import strategies as st
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 
+from actors import routing
 from actors.rules.job import refusal_id
 from actors.rules.proxy import ProxyState, take_rejections
 from ingress.envelope import decode_push
@@ -561,7 +562,10 @@ async def failed_workflow_tasks(
     failures: list[str] = []
     strangers: list[str] = []
     async for execution in client.list_workflows():
-        if execution.id.startswith("job/") and execution.id[4:] not in job_keys:
+        # A good job's later generations (reopened to take a refusal) are
+        # that job.
+        job = routing.job_of_run_id(execution.id)
+        if job is not None and f"{job[0]}/{job[1]}" not in job_keys:
             strangers.append(execution.id)
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         recent: list[str] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,9 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
         ui=False,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
+        # The SDK waits 5 s by default; the first start of a fresh checkout
+        # (the binary cold on disk, on a loaded 2-core machine) took longer.
+        dev_server_startup_timeout=timedelta(seconds=30),
     )
     try:
         yield env

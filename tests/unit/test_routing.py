@@ -16,6 +16,8 @@ from actors.routing import (
     ENTITY_TASK_QUEUE,
     TASK_QUEUE_PREFIX,
     job_id_of,
+    job_of_run_id,
+    job_run_id,
     proxy_id,
     raw_shard,
     shard_of,
@@ -96,6 +98,23 @@ def test_routing_uses_no_randomness_or_salted_hash() -> None:
     }
     assert not imported & {"random", "uuid", "secrets"}
     assert "hash" not in called
+
+
+def test_a_jobs_generations_have_ids_of_their_own_that_name_the_job() -> None:
+    assert job_run_id("t", "j", 0) == job_id_of("t", "j")
+    ids = [job_run_id("t", "j", g) for g in range(3)]
+    assert ids == ["job/t/j", "job/t/j/1", "job/t/j/2"]
+    assert [job_of_run_id(i) for i in ids] == [("t", "j", g) for g in range(3)]
+    # Not a job's generation: other workflows, and ids no job run has.
+    for other in [
+        "tenant/t",
+        "proxy/1",
+        "job/t",
+        "job/t/j/01",
+        "job/t/j/x",
+        "job/a/b/1/2",
+    ]:
+        assert job_of_run_id(other) is None
 
 
 def test_job_workflow_id_embeds_the_tenant() -> None:
