@@ -30,6 +30,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
 from actors.contracts import (
@@ -260,7 +261,11 @@ class Activities:
         A job runs as generations (``routing.job_run_id``): the first, then
         one per reopening. This walks them from the first: a running one
         takes the batch as an update; a closed one's result holds its state,
-        from which the next generation starts with the batch (``_reopen``).
+        from which the next generation starts with the batch (``_settled``
+        says whether it must, ``_start`` starts it). Late events are taken
+        for the linger after the latest generation's last publication, so a
+        generation past its linger still leads on to the next, if there is
+        one.
         Two deliveries racing to reopen compute the same next id and only one
         start wins; the other finds that run and updates it (or, if it has
         closed already, walks on), so every event lands in one generation.
@@ -280,8 +285,12 @@ class Activities:
             generation = 0 if closed is None else closed.generation + 1
             if closed is not None:
                 settled, reply = self._settled(closed, delivery, delivery_id)
-                if settled:
+                if settled and reply is not None:
                     return reply
+                if settled and not await self._exists(delivery, generation):
+                    # Past the linger of the latest generation: too late.
+                    JOB_DELIVERIES.labels(how="too_late").inc()
+                    return None
                 input = self._job_input(delivery, delivery_id, closed)
                 # A closed state near the job's byte cap and a large batch
                 # could pass Temporal's payload limit together: such a batch
@@ -317,7 +326,8 @@ class Activities:
     ) -> tuple[bool, Reply | None]:
         """What a delivery to a closed job comes to without a new run, if it
         can (``(True, reply)``): the same reply for a retry of the delivery
-        the job last took, None when it is too late, the reply for a batch
+        the job last took, None when it is past this generation's linger
+        (too late, unless a later generation exists), the reply for a batch
         of duplicates only. ``(False, None)``: the batch changes the job,
         which must reopen."""
         last = closed.last_delivery
@@ -327,7 +337,6 @@ class Activities:
         now = datetime.now(UTC)
         until = job_rules.late_until(closed, self._config.job)
         if until is None or now >= until:
-            JOB_DELIVERIES.labels(how="too_late").inc()
             return True, None
         probe = job_rules.reopened(
             closed,
@@ -343,6 +352,20 @@ class Activities:
             JOB_DELIVERIES.labels(how="closed").inc()
             return True, reply
         return False, None
+
+    async def _exists(self, delivery: JobDelivery, generation: int) -> bool:
+        """Whether the job's ``generation`` has been started (it may have
+        closed since)."""
+        workflow_id = routing.job_run_id(
+            delivery.tenant_id, delivery.job_id, generation
+        )
+        try:
+            await self._client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
 
     def _job_input(
         self, delivery: JobDelivery, delivery_id: str, closed: JobState | None

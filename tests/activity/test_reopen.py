@@ -314,3 +314,52 @@ async def test_a_late_batch_too_large_to_travel_with_the_closed_state_goes_as_an
     assert (last.version, last.state.generation) == (2, 2)
     (dead,) = [r for r in file_records(tmp_path / "out") if r["type"] == "dead_letter"]
     assert "would hold more than" in dead["reason"]
+
+
+async def test_a_late_event_counts_its_linger_from_the_latest_generation(
+    temporal, tmp_path: Path
+) -> None:
+    """Past the first generation's linger but within its reopening's, an
+    event still reopens the job (a third generation), not too late."""
+    linger = 6.0
+    config = dataclasses.replace(
+        CONFIG, job=JobSettings(default_deadline_s=600, linger_s=linger, reopen=True)
+    )
+    sink = FileSink(tmp_path / "out")
+    activities = Activities(
+        client=temporal.client, sink=sink, pipeline=collected, config=config
+    )
+    async with running_workers(temporal.client, tmp_path / "workers", config):
+        await _timed_out(activities, temporal.client, "r5")
+        first = await temporal.client.get_workflow_handle(
+            routing.job_id_of("acme", "r5"), result_type=JobOutcome
+        ).result()
+        assert first.state is not None
+        published = first.state.last_published_at
+        assert published is not None
+
+        async def at(seconds: float) -> None:
+            now = datetime.now(UTC)
+            await asyncio.sleep(max(0.0, (published - now).total_seconds() + seconds))
+
+        await at(3.0)  # generation 1: its linger runs to about 9 s
+        await _deliver(
+            activities,
+            temporal.client,
+            "r5",
+            [part("acme", "r5", "detect", 1, PARTS)],
+            "late/1",
+        )
+        await at(linger + 1.5)  # past generation 0's linger only
+        result = await _deliver(
+            activities,
+            temporal.client,
+            "r5",
+            [part("acme", "r5", "detect", 2, PARTS)],
+            "late/2",
+        )
+        outcomes = await _generations(temporal.client, "r5")
+    await sink.close()
+    assert (result.ack.accepted, result.too_late) == (1, 0)
+    last = outcomes[routing.job_run_id("acme", "r5", 2)]
+    assert (last.version, last.status) == (3, "amended")
