@@ -23,6 +23,11 @@ from actors.rules.tenant import TenantSettings
 from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES
 
 DEFAULT_SINK = "file:./data/out"
+# Job and tenant workflow tasks one worker process works on at once. A
+# process holds one core at most (GIL), so more slots queue tasks inside the
+# process, where they can time out (10 s), rather than on the server; but an
+# eager start is served only while one is free (BENCHMARKS.md).
+DEFAULT_WORKFLOW_TASK_SLOTS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +59,9 @@ class WorkerConfig:
     # job's input, eagerly, rather than as an update-with-start. Off only for
     # a rolling upgrade from workers whose jobs do not read that input.
     eager_start: bool = True
+    # Job and tenant workflow tasks one process works on at once. An eager
+    # start is served only while one of these is free (``runtime.worker``).
+    workflow_task_slots: int = DEFAULT_WORKFLOW_TASK_SLOTS
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(

@@ -57,7 +57,10 @@ class NaiveSink:
             f.write(line)
 
 
-@workflow.defn(name="NaiveJob")
+NAIVE_JOB = "NaiveJob"
+
+
+@workflow.defn(name=NAIVE_JOB)
 class NaiveJobWorkflow:
     def __init__(self) -> None:
         self._required: list[str] | None = None

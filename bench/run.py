@@ -53,10 +53,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from actors import names
 from actors.rules.proxy import DEFAULT_ROLLUP_INTERVAL_S
 from bench.actions import count_namespace
 from bench.floor import fastest, measure_floor
 from bench.naive import (
+    NAIVE_JOB,
     NAIVE_TASK_QUEUE,
     CalibrationWorkflow,
     NaiveEvent,
@@ -364,6 +366,35 @@ async def drive(
     }
 
 
+async def until_closed(
+    s: Stack,
+    client: Client,
+    workflow_type: str,
+    events: int,
+    cpu0: tuple[float, float],
+    *,
+    limit_s: float = 300.0,
+) -> dict[str, object]:
+    """Steady-state cost: wait until no ``workflow_type`` run is open (a job
+    whose first task queued on the server, or that lingers, closes after its
+    result is written) and count the CPU from ``cpu0`` to then."""
+    query = f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running'"
+    t0 = time.monotonic()
+    deadline = t0 + limit_s
+    while True:
+        open_ = (await client.count_workflows(query)).count
+        if not open_ or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    cpu1 = s.cpu()
+    return {
+        "closed_after_results_s": round(time.monotonic() - t0, 1),
+        "open_at_close_count": open_,
+        "worker_cpu_s_per_1k_closed": round((cpu1[0] - cpu0[0]) / events * 1000, 3),
+        "server_cpu_s_per_1k_closed": round((cpu1[1] - cpu0[1]) / events * 1000, 3),
+    }
+
+
 async def run_pipeline(
     spec: WorkloadSpec,
     *,
@@ -377,6 +408,7 @@ async def run_pipeline(
     with stack(lambda root: pipeline_workers(processes, f"file:{root / 'out'}")) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)
+        cpu0 = s.cpu()
         figures = await drive(
             s,
             lines,
@@ -387,6 +419,7 @@ async def run_pipeline(
             flush=sender.flush,
             keep_latencies=rate_per_min is not None,
         )
+        figures |= await until_closed(s, client, names.JOB, len(lines), cpu0)
         if measure_history:
             figures["history_bytes_per_event"] = round(
                 await history_bytes(client) / len(lines), 1
@@ -455,9 +488,11 @@ async def run_naive(spec: WorkloadSpec, concurrency: int = 64) -> dict[str, obje
             while tasks:
                 await asyncio.gather(*list(tasks))
 
+        cpu0 = s.cpu()
         figures = await drive(
             s, lines, spec.jobs, send, s.root / "naive.jsonl", flush=flush
         )
+        figures |= await until_closed(s, client, NAIVE_JOB, len(lines), cpu0)
         figures["history_bytes_per_event"] = round(
             await history_bytes(client) / len(lines), 1
         )
@@ -634,9 +669,10 @@ def markdown(results: dict[str, object]) -> str:
     rows = [
         "| run | events | events/min | x baseline | jobs/s | share of floor | "
         "events per delivery | p50 s | p95 s | p99 s | worker CPU s/1k | "
-        "server CPU s/1k | peak worker RSS MiB | history B/event |",
+        "server CPU s/1k | server CPU s/1k, all closed | jobs closed s after | "
+        "peak worker RSS MiB | history B/event |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
         if not isinstance(r, dict) or "events_per_min" not in r:
@@ -650,7 +686,9 @@ def markdown(results: dict[str, object]) -> str:
             f"{jobs_s:.1f} | {share} | "
             f"{rate / 60 / ceiling:.1f} | {r['p50_s']} | {r['p95_s']} | "
             f"{r['p99_s']} | {r['worker_cpu_s_per_1k']} | "
-            f"{r['server_cpu_s_per_1k']} | {r['peak_worker_rss_mib']} | "
+            f"{r['server_cpu_s_per_1k']} | "
+            f"{r.get('server_cpu_s_per_1k_closed', '')} | "
+            f"{r.get('closed_after_results_s', '')} | {r['peak_worker_rss_mib']} | "
             f"{r.get('history_bytes_per_event', '')} |"
         )
     rows += actions_table(results)

@@ -57,6 +57,9 @@ async def _history_length(client: Client, workflow_id: str) -> int | None:
     return described.raw_description.workflow_execution_info.history_length
 
 
+RUNNING_JOBS = f"WorkflowType = '{names.JOB}' AND ExecutionStatus = 'Running'"
+
+
 async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
     """One sample of what could grow: memory, histories, the database."""
     rss = 0
@@ -66,9 +69,8 @@ async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
     proxies = await asyncio.gather(
         *(_history_length(client, routing.proxy_id(n)) for n in range(SHARDS))
     )
-    query = f"WorkflowType = '{names.JOB}' AND ExecutionStatus = 'Running'"
-    running = (await client.count_workflows(query)).count
-    ids = [e.id async for e in client.list_workflows(query, limit=JOB_SAMPLE)]
+    running = (await client.count_workflows(RUNNING_JOBS)).count
+    ids = [e.id async for e in client.list_workflows(RUNNING_JOBS, limit=JOB_SAMPLE)]
     jobs = [
         n
         for n in await asyncio.gather(*(_history_length(client, i) for i in ids))
@@ -218,8 +220,14 @@ async def soak(
                 break
             await asyncio.sleep(1.0)
         settled_s = time.monotonic() - t0
-        # Let the last jobs' linger run out, so that closes are in the cost.
-        await asyncio.sleep(linger_s + 5)
+        # Until every job has closed, so that closes are in the cost: at once
+        # for jobs that close on completion, after the linger for those kept
+        # open (--keep-jobs-open) or waiting for a straggler.
+        closing = time.monotonic() + linger_s + 5
+        while time.monotonic() < closing:
+            if not (await client.count_workflows(RUNNING_JOBS)).count:
+                break
+            await asyncio.sleep(1.0)
         stop.set()
         await sampler
         checked = audit(results, jobs)

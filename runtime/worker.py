@@ -26,11 +26,6 @@ from actors.workflows import (
 from sinks import Sink
 from wire._converter import prime_struct_types
 
-# Entity (job and tenant) workflow tasks one process works on at once.
-# A worker process holds one core at most (GIL), so more slots only queue
-# tasks inside the process, where they can time out (10 s), instead of on the
-# server, where they wait safely.
-WORKFLOW_TASK_SLOTS = 32
 # Per shard worker: a proxy makes few, small workflow tasks.
 PROXY_TASK_SLOTS = 4
 PROXY_CACHED_WORKFLOWS = 100
@@ -132,7 +127,7 @@ def build_workers(
                     activities.write_sink,
                 ],
                 workflow_runner=runner,
-                max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
+                max_concurrent_workflow_tasks=config.workflow_task_slots,
                 max_cached_workflows=CACHED_WORKFLOWS,
                 max_concurrent_activities=ENTITY_ACTIVITY_SLOTS,
                 graceful_shutdown_timeout=timedelta(seconds=10),

@@ -10,7 +10,7 @@ from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
 from actors.rules.proxy import DEFAULT_HOLD_S
 from actors.rules.tenant import DEFAULT_SUMMARY_INTERVAL_S, TenantSettings
-from actors.settings import DEFAULT_SINK, WorkerConfig
+from actors.settings import DEFAULT_SINK, DEFAULT_WORKFLOW_TASK_SLOTS, WorkerConfig
 from runtime.cli import (
     SINK_ENV,
     connect_timeout_option,
@@ -124,6 +124,16 @@ class WorkerSettings:
         "rather than close it and reopen it for a late event (for a rolling "
         "upgrade from workers older than the reopening)",
     )
+    workflow_task_slots: int = option(
+        DEFAULT_WORKFLOW_TASK_SLOTS,
+        flag="--workflow-task-slots",
+        metavar="N",
+        env="EVENTFLOW_WORKFLOW_TASK_SLOTS",
+        parse=positive_int,
+        help="job and tenant workflow tasks this process works on at once; a "
+        "new job starts eagerly (in this process, no task-queue round trip) "
+        "only while one is free",
+    )
     retire: bool = option(
         False,
         flag="--retire",
@@ -158,4 +168,5 @@ class WorkerSettings:
             proxy_continue_as_new_after=self.continue_as_new_after,
             hold_s=self.proxy_hold,
             eager_start=not self.no_eager_start,
+            workflow_task_slots=self.workflow_task_slots,
         )

@@ -38,7 +38,10 @@ DEFAULT_MAX_PENDING = 50_000
 DEFAULT_DELIVERY_BATCH = 2_000
 DEFAULT_MAX_DELIVERIES = 4
 DEFAULT_ROLLUP_INTERVAL_S = 5.0
-DEFAULT_HOLD_S = 0.5
+# Analysis services send a job's results over tens of seconds: held until
+# they complete the job (or this long), a job costs about one delivery, where
+# a short hold costs it one per event (BENCHMARKS.md, "The fourth lever").
+DEFAULT_HOLD_S = 30.0
 
 
 class ProxySettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -160,9 +160,10 @@ WORKER = {
     "--summary-interval": (("EVENTFLOW_SUMMARY_INTERVAL_S",), 60),
     "--continue-as-new-after": ((), None),
     "--connect-timeout": ((), 60),
-    "--proxy-hold": (("EVENTFLOW_PROXY_HOLD_S",), 0.5),
+    "--proxy-hold": (("EVENTFLOW_PROXY_HOLD_S",), 30),
     "--no-eager-start": (("EVENTFLOW_NO_EAGER_START",), False),
     "--keep-jobs-open": (("EVENTFLOW_KEEP_JOBS_OPEN",), False),
+    "--workflow-task-slots": (("EVENTFLOW_WORKFLOW_TASK_SLOTS",), 32),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
     "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
@@ -256,7 +257,7 @@ def test_the_worker_config_takes_the_rules_defaults() -> None:
     assert IngressSettings().ready_max_pending == proxy.max_pending
 
 
-def test_the_worker_config_takes_flags_and_environment() -> None:
+def test_the_worker_config_takes_flags_and_environment(capsys) -> None:
     settings = build(
         ["--job-deadline", "10", "--continue-as-new-after", "500"],
         {"EVENTFLOW_SHARDS": "2", "EVENTFLOW_PROXY_HOLD_S": "0.1"},
@@ -271,13 +272,20 @@ def test_the_worker_config_takes_flags_and_environment() -> None:
     assert config.job.continue_as_new_after == 500
     assert config.tenant.continue_as_new_after == 500
     assert config.proxy_continue_as_new_after == 500
+    slots = build([], {"EVENTFLOW_WORKFLOW_TASK_SLOTS": "256"}, WorkerSettings)
+    assert slots.worker_config().workflow_task_slots == 256
+    with pytest.raises(SystemExit):
+        build([], {"EVENTFLOW_WORKFLOW_TASK_SLOTS": "0"}, WorkerSettings)
+    assert "EVENTFLOW_WORKFLOW_TASK_SLOTS: expected a positive integer, got 0" in (
+        capsys.readouterr().err
+    )
 
 
 def test_the_proxy_holds_a_job_no_longer_than_the_default_deadline() -> None:
     config = build(
-        ["--job-deadline", "10", "--proxy-hold", "30"], {}, WorkerSettings
+        ["--job-deadline", "10", "--proxy-hold", "45"], {}, WorkerSettings
     ).worker_config()
-    assert config.hold_s == 30.0
+    assert config.hold_s == 45.0
     assert config.proxy_settings(0).hold_s == 10.0
 
 
