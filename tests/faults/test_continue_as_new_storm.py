@@ -189,6 +189,11 @@ async def test_everything_continuing_as_new_constantly_loses_and_doubles_nothing
             "1",
             "--continue-as-new-after",
             str(HISTORY_LIMIT),
+            # A short hold: a job's events then reach it in many deliveries,
+            # so jobs continue as new too (held until complete, each job is
+            # about one delivery and never needs to).
+            "--proxy-hold",
+            "0.5",
         ],
     )
     emitter = BurstEmitter(
@@ -223,7 +228,8 @@ async def test_everything_continuing_as_new_constantly_loses_and_doubles_nothing
             result,
             events_sent=len(lines),
             faults=(
-                f"every entity continues-as-new at {HISTORY_LIMIT} history events: "
+                f"every entity continues-as-new at {HISTORY_LIMIT} history events "
+                "(proxies hold a job 0.5 s, `--proxy-hold 0.5`): "
                 f"{sum(kinds['proxy'])} proxy runs ({len(kinds['proxy'])} proxies), "
                 f"{sum(kinds['job'])} job runs ({len(kinds['job'])} jobs), "
                 f"{sum(kinds['tenant'])} tenant runs ({len(kinds['tenant'])} "

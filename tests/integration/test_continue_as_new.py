@@ -33,6 +33,9 @@ STORM = WorkerConfig(
     delivery_batch=8,
     # Frequent rollup reports, so that tenants take many updates too.
     rollup_interval_s=0.3,
+    # A short hold, so that a job's events reach it in many deliveries and
+    # jobs continue as new too (held until complete, each is one delivery).
+    hold_s=0.5,
 )
 
 
