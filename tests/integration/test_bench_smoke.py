@@ -6,10 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bench.floor import PRIMITIVES
-from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
+from bench.run import (
+    WORKLOADS,
+    markdown,
+    run_floor,
+    run_naive,
+    run_pipeline,
+    sized,
+)
 from bench.sink_write import main, parse_args
 from bench.sinks_e2e import SINKS, SPECS, run_sinks
 from bench.sinks_e2e import markdown as sinks_markdown
+from wire import Rejection, parse_event
+from wire.synthetic import REALISTIC, generate
 
 
 async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
@@ -45,6 +54,16 @@ async def test_bench_measures_the_pipeline_and_the_naive_baseline() -> None:
     assert "| start-eager |" in table
     assert "actions/1k events" in table
     assert table.count("| baseline |") == 2  # throughput and actions
+
+
+async def test_the_naive_baseline_drops_the_invalid_lines_of_the_realistic_shape() -> (
+    None
+):
+    spec = replace(sized(REALISTIC, 12, "smoke-naive"), invalid=0.1)
+    lines, _ = generate(spec)
+    assert any(isinstance(parse_event(line), Rejection) for line in lines)
+    baseline = await run_naive(spec)
+    assert baseline["results"] == 12
 
 
 def test_sink_write_measures_records_and_model_rows(tmp_path) -> None:
