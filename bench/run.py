@@ -366,6 +366,22 @@ async def drive(
     }
 
 
+def running(workflow_type: str) -> str:
+    """The visibility query for the open runs of ``workflow_type``."""
+    return f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running'"
+
+
+async def wait_closed(client: Client, workflow_type: str, limit_s: float) -> int:
+    """Wait until no ``workflow_type`` run is open, at most ``limit_s``; the
+    runs still open then."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        still_open = (await client.count_workflows(running(workflow_type))).count
+        if not still_open or time.monotonic() > deadline:
+            return still_open
+        await asyncio.sleep(0.5)
+
+
 async def until_closed(
     s: Stack,
     client: Client,
@@ -378,18 +394,12 @@ async def until_closed(
     """Steady-state cost: wait until no ``workflow_type`` run is open (a job
     whose first task queued on the server, or that lingers, closes after its
     result is written) and count the CPU from ``cpu0`` to then."""
-    query = f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running'"
     t0 = time.monotonic()
-    deadline = t0 + limit_s
-    while True:
-        open_ = (await client.count_workflows(query)).count
-        if not open_ or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+    still_open = await wait_closed(client, workflow_type, limit_s)
     cpu1 = s.cpu()
     return {
         "closed_after_results_s": round(time.monotonic() - t0, 1),
-        "open_at_close_count": open_,
+        "open_at_close_count": still_open,
         "worker_cpu_s_per_1k_closed": round((cpu1[0] - cpu0[0]) / events * 1000, 3),
         "server_cpu_s_per_1k_closed": round((cpu1[1] - cpu0[1]) / events * 1000, 3),
     }

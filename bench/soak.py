@@ -35,7 +35,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from actors import names, routing
 from actors.activities import TOO_LATE
-from bench.run import SHARDS, Stack, pipeline_workers, report, stack
+from bench.run import (
+    SHARDS,
+    Stack,
+    pipeline_workers,
+    report,
+    running,
+    stack,
+    wait_closed,
+)
 from bench.trickle import TrickleRun, drive_trickle, result_line
 from ingress.sender import EventSender
 from runtime.cli import configure_logging, exit_now
@@ -57,7 +65,7 @@ async def _history_length(client: Client, workflow_id: str) -> int | None:
     return described.raw_description.workflow_execution_info.history_length
 
 
-RUNNING_JOBS = f"WorkflowType = '{names.JOB}' AND ExecutionStatus = 'Running'"
+RUNNING_JOBS = running(names.JOB)
 
 
 async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
@@ -223,11 +231,7 @@ async def soak(
         # Until every job has closed, so that closes are in the cost: at once
         # for jobs that close on completion, after the linger for those kept
         # open (--keep-jobs-open) or waiting for a straggler.
-        closing = time.monotonic() + linger_s + 5
-        while time.monotonic() < closing:
-            if not (await client.count_workflows(RUNNING_JOBS)).count:
-                break
-            await asyncio.sleep(1.0)
+        await wait_closed(client, names.JOB, linger_s + 5)
         stop.set()
         await sampler
         checked = audit(results, jobs)

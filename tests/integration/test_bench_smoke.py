@@ -6,14 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bench.floor import PRIMITIVES
-from bench.run import (
-    WORKLOADS,
-    markdown,
-    run_floor,
-    run_naive,
-    run_pipeline,
-    sized,
-)
+from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
 from bench.sink_write import main, parse_args
 from bench.sinks_e2e import SINKS, SPECS, run_sinks
 from bench.sinks_e2e import markdown as sinks_markdown
