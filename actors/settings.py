@@ -23,11 +23,15 @@ from actors.rules.tenant import TenantSettings
 from wire.validate import DEFAULT_MAX_PAYLOAD_BYTES
 
 DEFAULT_SINK = "file:./data/out"
-# Job and tenant workflow tasks one worker process works on at once. A
-# process holds one core at most (GIL), so more slots queue tasks inside the
-# process, where they can time out (10 s), rather than on the server; but an
-# eager start is served only while one is free (BENCHMARKS.md).
+# Job and tenant workflow tasks from the entity task queue one worker process
+# works on at once. A process holds one core at most (GIL), so more slots
+# queue tasks inside the process, where they can time out (10 s), rather than
+# on the server.
 DEFAULT_WORKFLOW_TASK_SLOTS = 32
+# Further slots for the first tasks of jobs this process starts eagerly. An
+# eager start is served only while a slot is free; kept apart, the task
+# queue's backlog cannot crowd them out (``runtime.slots``, BENCHMARKS.md).
+DEFAULT_EAGER_TASK_SLOTS = 480
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,9 +63,11 @@ class WorkerConfig:
     # job's input, eagerly, rather than as an update-with-start. Off only for
     # a rolling upgrade from workers whose jobs do not read that input.
     eager_start: bool = True
-    # Job and tenant workflow tasks one process works on at once. An eager
-    # start is served only while one of these is free (``runtime.worker``).
+    # Job and tenant workflow tasks from the task queue one process works on
+    # at once, and further slots for the jobs it starts eagerly
+    # (``runtime.slots``); 0 eager slots shares the first with eager starts.
     workflow_task_slots: int = DEFAULT_WORKFLOW_TASK_SLOTS
+    eager_task_slots: int = DEFAULT_EAGER_TASK_SLOTS
 
     def proxy_settings(self, shard: int) -> ProxySettings:
         return ProxySettings(

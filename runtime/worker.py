@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
     SandboxRestrictions,
@@ -23,6 +23,7 @@ from actors.workflows import (
     SinkCatchUpWorkflow,
     TenantWorkflow,
 )
+from runtime.slots import HeadroomSlots
 from sinks import Sink
 from wire._converter import prime_struct_types
 
@@ -127,10 +128,30 @@ def build_workers(
                     activities.write_sink,
                 ],
                 workflow_runner=runner,
-                max_concurrent_workflow_tasks=config.workflow_task_slots,
+                **entity_slots(config),
                 max_cached_workflows=CACHED_WORKFLOWS,
-                max_concurrent_activities=ENTITY_ACTIVITY_SLOTS,
                 graceful_shutdown_timeout=timedelta(seconds=10),
             )
         )
     return workers
+
+
+def entity_slots(config: WorkerConfig) -> dict[str, object]:
+    """The entity worker's slot arguments: its workflow task slots, with
+    ``eager_task_slots`` more kept for eager starts (``runtime.slots``)."""
+    if not config.eager_task_slots:
+        return {
+            "max_concurrent_workflow_tasks": config.workflow_task_slots,
+            "max_concurrent_activities": ENTITY_ACTIVITY_SLOTS,
+        }
+    default = FixedSizeSlotSupplier(100)
+    return {
+        "tuner": WorkerTuner.create_composite(
+            workflow_supplier=HeadroomSlots(
+                polled=config.workflow_task_slots, eager=config.eager_task_slots
+            ),
+            activity_supplier=FixedSizeSlotSupplier(ENTITY_ACTIVITY_SLOTS),
+            local_activity_supplier=default,
+            nexus_supplier=default,
+        )
+    }

@@ -10,7 +10,12 @@ from actors.pipelines import DEFAULT as DEFAULT_PIPELINE
 from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
 from actors.rules.proxy import DEFAULT_HOLD_S
 from actors.rules.tenant import DEFAULT_SUMMARY_INTERVAL_S, TenantSettings
-from actors.settings import DEFAULT_SINK, DEFAULT_WORKFLOW_TASK_SLOTS, WorkerConfig
+from actors.settings import (
+    DEFAULT_EAGER_TASK_SLOTS,
+    DEFAULT_SINK,
+    DEFAULT_WORKFLOW_TASK_SLOTS,
+    WorkerConfig,
+)
 from runtime.cli import (
     SINK_ENV,
     connect_timeout_option,
@@ -21,7 +26,7 @@ from runtime.cli import (
     no_job_parts_option,
     shards_option,
 )
-from runtime.settings import option, positive_int
+from runtime.settings import non_negative_int, option, positive_int
 from sinks import redact_url
 
 
@@ -130,9 +135,19 @@ class WorkerSettings:
         metavar="N",
         env="EVENTFLOW_WORKFLOW_TASK_SLOTS",
         parse=positive_int,
-        help="job and tenant workflow tasks this process works on at once; a "
-        "new job starts eagerly (in this process, no task-queue round trip) "
-        "only while one is free",
+        help="job and tenant workflow tasks from the entity task queue this "
+        "process works on at once",
+    )
+    eager_task_slots: int = option(
+        DEFAULT_EAGER_TASK_SLOTS,
+        flag="--eager-task-slots",
+        metavar="N",
+        env="EVENTFLOW_EAGER_TASK_SLOTS",
+        parse=non_negative_int,
+        help="further workflow task slots kept for jobs this process starts "
+        "eagerly (their first task handed back in the start's answer, no "
+        "task-queue round trip); a start is eager only while one is free; 0 "
+        "shares the --workflow-task-slots with the task queue",
     )
     retire: bool = option(
         False,
@@ -169,4 +184,5 @@ class WorkerSettings:
             hold_s=self.proxy_hold,
             eager_start=not self.no_eager_start,
             workflow_task_slots=self.workflow_task_slots,
+            eager_task_slots=self.eager_task_slots,
         )

@@ -164,6 +164,7 @@ WORKER = {
     "--no-eager-start": (("EVENTFLOW_NO_EAGER_START",), False),
     "--keep-jobs-open": (("EVENTFLOW_KEEP_JOBS_OPEN",), False),
     "--workflow-task-slots": (("EVENTFLOW_WORKFLOW_TASK_SLOTS",), 32),
+    "--eager-task-slots": (("EVENTFLOW_EAGER_TASK_SLOTS",), 480),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
     "--metrics-host": (("EVENTFLOW_METRICS_HOST",), "127.0.0.1"),
@@ -277,6 +278,13 @@ def test_the_worker_config_takes_flags_and_environment(capsys) -> None:
     with pytest.raises(SystemExit):
         build([], {"EVENTFLOW_WORKFLOW_TASK_SLOTS": "0"}, WorkerSettings)
     assert "EVENTFLOW_WORKFLOW_TASK_SLOTS: expected a positive integer, got 0" in (
+        capsys.readouterr().err
+    )
+    shared = build(["--eager-task-slots", "0"], {}, WorkerSettings)
+    assert shared.worker_config().eager_task_slots == 0
+    with pytest.raises(SystemExit):
+        build([], {"EVENTFLOW_EAGER_TASK_SLOTS": "-1"}, WorkerSettings)
+    assert "EVENTFLOW_EAGER_TASK_SLOTS: expected an integer >= 0, got -1" in (
         capsys.readouterr().err
     )
 
