@@ -64,8 +64,8 @@ class HeadroomSlots(CustomSlotSupplier):
             return self._polled, self._eager
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
+        loop = asyncio.get_running_loop()
         while True:
-            loop = asyncio.get_running_loop()
             with self._lock:
                 if self._polled < self.polled_limit:
                     self._polled += 1
