@@ -139,6 +139,7 @@ class Stack:
     server: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     peak_rss: int = 0
+    server_metrics_port: int | None = None  # the dev server's /metrics
 
     @property
     def address(self) -> str:
@@ -162,14 +163,24 @@ class Stack:
         self.peak_rss = max(self.peak_rss, rss)
 
 
+# What runs beside a workload's driver (``bench.profile``): the stack and
+# the sender, whose summary counts the events acknowledged so far.
+Watch = Callable[[Stack, EventSender], Awaitable[dict[str, object]]]
+
+
 @contextlib.contextmanager
-def stack(make_args: Callable[[Path], list[list[str]]]) -> Iterator[Stack]:
+def stack(
+    make_args: Callable[[Path], list[list[str]]], *, server_metrics: bool = False
+) -> Iterator[Stack]:
     """Start a file-backed dev server and one worker per argument list that
-    ``make_args(root)`` gives (root: the run's scratch directory)."""
+    ``make_args(root)`` gives (root: the run's scratch directory);
+    ``server_metrics``: the server serves its Prometheus metrics too."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         worker_args = make_args(root)
         port = free_port()
+        metrics_port = free_port() if server_metrics else None
+        metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
         log = (root / "server.log").open("wb")
         server = subprocess.Popen(
             [
@@ -183,12 +194,13 @@ def stack(make_args: Callable[[Path], list[list[str]]]) -> Iterator[Stack]:
                 str(root / "temporal.db"),
                 "--log-level",
                 "error",
+                *metrics,
             ],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        s = Stack(root=root, port=port, server=server)
+        s = Stack(root=root, port=port, server=server, server_metrics_port=metrics_port)
         try:
             wait_port(port)
             env = {**os.environ, "TEMPORAL_ADDRESS": s.address}
@@ -414,13 +426,20 @@ async def run_pipeline(
     measure_history: bool = True,
     count_actions: bool = True,
     limit_s: float = 1800,
+    watch: Watch | None = None,
 ) -> dict[str, object]:
     """One workload through the real pipeline; ``limit_s`` bounds the wait for
-    its results (a run that misses some reports fewer ``results``)."""
+    its results (a run that misses some reports fewer ``results``). ``watch``
+    runs beside the sending (the server's metrics on); what it returns is the
+    figures' ``profile``."""
     lines, _ = generate(spec)
-    with stack(lambda root: pipeline_workers(processes, f"file:{root / 'out'}")) as s:
+    with stack(
+        lambda root: pipeline_workers(processes, f"file:{root / 'out'}"),
+        server_metrics=watch is not None,
+    ) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)
+        watching = None if watch is None else asyncio.create_task(watch(s, sender))
         cpu0 = s.cpu()
         figures = await drive(
             s,
@@ -433,6 +452,8 @@ async def run_pipeline(
             limit_s=limit_s,
             keep_latencies=rate_per_min is not None,
         )
+        if watching is not None:
+            figures["profile"] = await watching
         figures |= await until_closed(s, client, names.JOB, len(lines), cpu0)
         if measure_history:
             figures["history_bytes_per_event"] = round(

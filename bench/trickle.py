@@ -52,6 +52,7 @@ from temporalio.client import Client
 from bench.run import (
     SHARDS,
     Stack,
+    Watch,
     console,
     percentile,
     pipeline_workers,
@@ -216,8 +217,15 @@ def trend(
     }
 
 
-async def run_trickle(rate_per_min: float, run: TrickleRun) -> dict[str, object]:
-    """One rate through the real pipeline on a fresh stack."""
+async def run_trickle(
+    rate_per_min: float,
+    run: TrickleRun,
+    *,
+    watch: Watch | None = None,
+) -> dict[str, object]:
+    """One rate through the real pipeline on a fresh stack. ``watch`` runs
+    beside the driver (with the server's metrics on); what it returns is the
+    figures' ``profile``."""
     tag = f"r{int(rate_per_min)}-"
     jobs, events = build(run.spec(rate_per_min, tag))
     linger = ["--job-linger", str(run.linger_s), *run.worker_args]
@@ -225,11 +233,15 @@ async def run_trickle(rate_per_min: float, run: TrickleRun) -> dict[str, object]
         lambda root: [
             [*args, *linger]
             for args in pipeline_workers(run.processes, f"file:{root / 'out'}")
-        ]
+        ],
+        server_metrics=watch is not None,
     ) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)
+        watching = None if watch is None else asyncio.create_task(watch(s, sender))
         figures = await drive_trickle(s, sender, jobs, events, rate_per_min, run)
+        if watching is not None:
+            figures["profile"] = await watching
     figures["offered_events_per_min"] = rate_per_min
     return figures
 

@@ -3,7 +3,8 @@
 The benchmark itself, its naive baseline and the load drivers live in
 ``bench/``; see ``bench.run`` for what is measured, ``bench.trickle`` for
 ``--trickle``. ``--sinks`` runs the workloads end to end with each sink
-instead (``bench.sinks_e2e``).
+instead (``bench.sinks_e2e``); ``--ingress``, the HTTP ingress against
+``script.emit`` on the same workload (``bench.ingress_vs_emit``).
 """
 
 import sys
@@ -20,6 +21,10 @@ if __name__ == "__main__":
         from bench.sinks_e2e import cli as sinks_cli
 
         sinks_cli()
+    elif "--ingress" in sys.argv[1:]:
+        from bench.ingress_vs_emit import cli as ingress_cli
+
+        ingress_cli()
     else:
         from bench.run import cli
 

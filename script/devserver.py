@@ -55,6 +55,7 @@ def command(
     namespace: str = "default",
     log_level: str = "warn",
     ui_codec_endpoint: str | None = None,
+    metrics_port: int | None = None,
 ) -> list[str]:
     args = [
         temporal_binary(),
@@ -77,6 +78,8 @@ def command(
             args += ["--ui-codec-endpoint", ui_codec_endpoint]
     for name in (names.TENANT_ATTRIBUTE, names.STATUS_ATTRIBUTE):
         args += ["--search-attribute", f"{name}=Keyword"]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port)]
     if db is not None:
         args += ["--db-filename", str(db)]
         for pragma in SQLITE_PRAGMAS:
@@ -120,6 +123,13 @@ class DevServerSettings:
     )
     no_codec: bool = option(
         False, flag="--no-codec", help="no codec server: the UI shows raw payloads"
+    )
+    metrics_port: int | None = option(
+        None,
+        flag="--metrics-port",
+        parse=int,
+        metavar="PORT",
+        help="serve the server's own Prometheus metrics on 127.0.0.1:PORT/metrics",
     )
 
 
@@ -182,6 +192,7 @@ def main() -> None:
         namespace=args.namespace,
         log_level=args.log_level,
         ui_codec_endpoint=endpoint,
+        metrics_port=args.metrics_port,
     )
     print(f"temporal dev server on 127.0.0.1:{args.port}", file=sys.stderr)
     if endpoint is not None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bench.floor import PRIMITIVES
+from bench.ingress_vs_emit import compare
+from bench.ingress_vs_emit import markdown as ingress_markdown
+from bench.ingress_vs_emit import parse_args as ingress_vs_emit_args
 from bench.run import WORKLOADS, markdown, run_floor, run_naive, run_pipeline, sized
 from bench.sink_write import main, parse_args
 from bench.sinks_e2e import SINKS, SPECS, run_sinks
@@ -88,3 +91,20 @@ async def test_bench_runs_a_workload_end_to_end_with_each_sink(postgres_url) -> 
     assert results["acceptance/file"]["share_of_file"] == 1.0
     table = sinks_markdown(results)
     assert "| acceptance | postgresql |" in table
+
+
+async def test_the_ingress_is_measured_against_emit_on_one_workload() -> None:
+    result = await compare(
+        ingress_vs_emit_args(["--jobs", "30", "--rounds", "1", "--timeout", "120"])
+    )
+    (row,) = result["rounds"]
+    for name in ("ingress", "emit"):
+        figures = row[name]
+        assert figures["events"] == 30 * 7  # job.opened + 3 types x 2 parts
+        assert figures["results"] == 30
+        assert figures["events_per_min"] > 0
+        assert figures["server_cpu_s_per_1k"] > 0
+    # Every push acknowledged once (a 503 is retried, as Pub/Sub would).
+    assert row["ingress"]["acknowledged"] == 210
+    assert len(result["ingress_share_of_emit"]) == 1
+    assert "Ingress end to end as a share of `script.emit`" in ingress_markdown(result)
