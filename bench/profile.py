@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -251,7 +251,13 @@ async def profile(
     return {f"profile-trickle-{int(rate_per_min)}": figures}
 
 
-async def profile_workload(name: str, window: Window) -> dict[str, object]:
+async def profile_workload(
+    name: str,
+    window: Window,
+    *,
+    worker_args: Sequence[str] = (),
+    server_args: Sequence[str] = (),
+) -> dict[str, object]:
     """One of ``bench.run``'s workloads, sent as fast as the proxies take
     it, with the profile of ``window`` in its figures."""
 
@@ -259,7 +265,12 @@ async def profile_workload(name: str, window: Window) -> dict[str, object]:
         return await profile_window(s, sender, window)
 
     figures = await run_pipeline(
-        WORKLOADS[name], measure_history=False, count_actions=False, watch=watch
+        WORKLOADS[name],
+        measure_history=False,
+        count_actions=False,
+        watch=watch,
+        worker_args=worker_args,
+        server_args=server_args,
     )
     return {f"profile-{name}": figures}
 
@@ -330,6 +341,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda v: tuple(v.split()),
         help="more flags for the worker, e.g. --worker-args='--proxy-hold 30'",
     )
+    p.add_argument(
+        "--server-args",
+        type=lambda v: tuple(v.split()),
+        help="more script.devserver flags, e.g. --server-args="
+        "'--dynamic-config-value history.hostLevelCacheMaxSize=32768'",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--out", help="also write the JSON results here")
     p.add_argument("--markdown", action="store_true", help="tables to stderr")
@@ -348,6 +365,7 @@ def cli() -> None:
         duration_s=args.duration,
         **({"linger_s": args.linger} if args.linger else {}),
         **({"worker_args": args.worker_args} if args.worker_args else {}),
+        **({"server_args": args.server_args} if args.server_args else {}),
     )
     window = Window(start_s=args.start, seconds=args.seconds, rate_hz=args.hz)
 
@@ -355,7 +373,12 @@ def cli() -> None:
         results: dict[str, object] = {}
         if args.workload != "trickle":
             console.log(f"[bold]profile: {args.workload}[/bold]")
-            return await profile_workload(args.workload, window)
+            return await profile_workload(
+                args.workload,
+                window,
+                worker_args=run.worker_args,
+                server_args=run.server_args,
+            )
         for rate in args.rate:
             console.log(f"[bold]profile: trickle at {rate:,.0f} events/min[/bold]")
             results |= await profile(rate, run, window)

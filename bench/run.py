@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,11 +170,15 @@ Watch = Callable[[Stack, EventSender], Awaitable[dict[str, object]]]
 
 @contextlib.contextmanager
 def stack(
-    make_args: Callable[[Path], list[list[str]]], *, server_metrics: bool = False
+    make_args: Callable[[Path], list[list[str]]],
+    *,
+    server_metrics: bool = False,
+    server_args: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """Start a file-backed dev server and one worker per argument list that
     ``make_args(root)`` gives (root: the run's scratch directory);
-    ``server_metrics``: the server serves its Prometheus metrics too."""
+    ``server_metrics``: the server serves its Prometheus metrics too;
+    ``server_args``: more ``script.devserver`` flags (dynamic config)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         worker_args = make_args(root)
@@ -195,6 +199,7 @@ def stack(
                 "--log-level",
                 "error",
                 *metrics,
+                *server_args,
             ],
             cwd=ROOT,
             stdout=log,
@@ -427,15 +432,22 @@ async def run_pipeline(
     count_actions: bool = True,
     limit_s: float = 1800,
     watch: Watch | None = None,
+    worker_args: Sequence[str] = (),
+    server_args: Sequence[str] = (),
 ) -> dict[str, object]:
     """One workload through the real pipeline; ``limit_s`` bounds the wait for
     its results (a run that misses some reports fewer ``results``). ``watch``
     runs beside the sending (the server's metrics on); what it returns is the
-    figures' ``profile``."""
+    figures' ``profile``. ``worker_args`` and ``server_args``: more flags
+    for every worker and for the dev server."""
     lines, _ = generate(spec)
     with stack(
-        lambda root: pipeline_workers(processes, f"file:{root / 'out'}"),
+        lambda root: [
+            [*args, *worker_args]
+            for args in pipeline_workers(processes, f"file:{root / 'out'}")
+        ],
         server_metrics=watch is not None,
+        server_args=server_args,
     ) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)

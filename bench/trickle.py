@@ -87,8 +87,10 @@ class TrickleRun:
     drain_s: float = 120.0  # the longest wait for results after the last send
     processes: int = 1
     seed: int = 1
-    # More flags for every worker (the levers: ``--proxy-hold 30``).
+    # More flags for every worker (the levers: ``--proxy-hold 30``) and for
+    # the dev server (``--dynamic-config-value KEY=VALUE``).
     worker_args: tuple[str, ...] = ()
+    server_args: tuple[str, ...] = ()
 
     def spec(self, rate_per_min: float, run: str) -> TrickleSpec:
         return TrickleSpec(
@@ -235,6 +237,7 @@ async def run_trickle(
             for args in pipeline_workers(run.processes, f"file:{root / 'out'}")
         ],
         server_metrics=watch is not None,
+        server_args=run.server_args,
     ) as s:
         client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
         sender = EventSender(client, shards=SHARDS)

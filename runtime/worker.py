@@ -34,11 +34,6 @@ PROXY_CACHED_WORKFLOWS = 100
 ACTIVITY_SLOTS = 256
 # publish_job and publish_summary: jobs publishing on their deadline.
 ENTITY_ACTIVITY_SLOTS = 64
-# Entity workflows one process keeps in memory (sticky cache). A finished job
-# rarely needs its cached instance again; an evicted one replays its short
-# history if it does. This bounds the worker's memory
-# (about 875 MiB peak with 4,000 cached job instances on the burst workload).
-CACHED_WORKFLOWS = 1500
 
 # Deterministic, side-effect-free modules the workflows use. Passing them
 # through spares the sandbox re-importing them for every workflow run.
@@ -129,7 +124,7 @@ def build_workers(
                 ],
                 workflow_runner=runner,
                 **entity_slots(config),
-                max_cached_workflows=CACHED_WORKFLOWS,
+                max_cached_workflows=config.cached_workflows,
                 graceful_shutdown_timeout=timedelta(seconds=10),
             )
         )

@@ -11,6 +11,7 @@ from actors.rules.job import DEFAULT_DEADLINE_S, DEFAULT_LINGER_S, JobSettings
 from actors.rules.proxy import DEFAULT_HOLD_S
 from actors.rules.tenant import DEFAULT_SUMMARY_INTERVAL_S, TenantSettings
 from actors.settings import (
+    DEFAULT_CACHED_WORKFLOWS,
     DEFAULT_EAGER_TASK_SLOTS,
     DEFAULT_SINK,
     DEFAULT_WORKFLOW_TASK_SLOTS,
@@ -149,6 +150,17 @@ class WorkerSettings:
         "task-queue round trip); a start is eager only while one is free; 0 "
         "shares the --workflow-task-slots with the task queue",
     )
+    cached_workflows: int = option(
+        DEFAULT_CACHED_WORKFLOWS,
+        flag="--cached-workflows",
+        metavar="N",
+        env="EVENTFLOW_CACHED_WORKFLOWS",
+        parse=positive_int,
+        help="job, tenant and catch-up workflows this process keeps in memory "
+        "(the sticky cache); an evicted one is replayed from its history when "
+        "it next has work. Raise it when many more jobs than this are open at "
+        "once, at about 200 KB of memory each",
+    )
     retire: bool = option(
         False,
         flag="--retire",
@@ -185,4 +197,5 @@ class WorkerSettings:
             eager_start=not self.no_eager_start,
             workflow_task_slots=self.workflow_task_slots,
             eager_task_slots=self.eager_task_slots,
+            cached_workflows=self.cached_workflows,
         )

@@ -56,6 +56,7 @@ def command(
     log_level: str = "warn",
     ui_codec_endpoint: str | None = None,
     metrics_port: int | None = None,
+    dynamic_config: tuple[str, ...] = (),
 ) -> list[str]:
     args = [
         temporal_binary(),
@@ -80,6 +81,8 @@ def command(
         args += ["--search-attribute", f"{name}=Keyword"]
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port)]
+    for value in dynamic_config:
+        args += ["--dynamic-config-value", value]
     if db is not None:
         args += ["--db-filename", str(db)]
         for pragma in SQLITE_PRAGMAS:
@@ -130,6 +133,15 @@ class DevServerSettings:
         parse=int,
         metavar="PORT",
         help="serve the server's own Prometheus metrics on 127.0.0.1:PORT/metrics",
+    )
+    dynamic_config: tuple[str, ...] = option(
+        (),
+        flag="--dynamic-config-value",
+        metavar="KEY=VALUE",
+        many=True,
+        help="a server dynamic config value, passed on (repeatable), e.g. "
+        "history.hostLevelCacheMaxSize=32768 when more jobs are open at once "
+        "than the CLI's 8096",
     )
 
 
@@ -193,6 +205,7 @@ def main() -> None:
         log_level=args.log_level,
         ui_codec_endpoint=endpoint,
         metrics_port=args.metrics_port,
+        dynamic_config=args.dynamic_config,
     )
     print(f"temporal dev server on 127.0.0.1:{args.port}", file=sys.stderr)
     if endpoint is not None:

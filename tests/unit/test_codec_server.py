@@ -403,3 +403,19 @@ def test_the_dev_server_ui_is_pointed_at_the_codec_server() -> None:
     headless = command(port=7233, ui_port=None, db=None, ui_codec_endpoint="http://c")
     assert "--ui-codec-endpoint" not in headless
     assert origins(ui_origins(8233)) == DEFAULT_CORS_ORIGINS
+
+
+def test_the_dev_server_command_passes_metrics_and_dynamic_config_on() -> None:
+    argv = command(
+        port=7233,
+        ui_port=None,
+        db=None,
+        metrics_port=9090,
+        dynamic_config=("history.hostLevelCacheMaxSize=32768", "a.b=1"),
+    )
+    assert argv[argv.index("--metrics-port") + 1] == "9090"
+    pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "--dynamic-config-value"]
+    assert pairs == ["history.hostLevelCacheMaxSize=32768", "a.b=1"]
+    plain = command(port=7233, ui_port=None, db=None)
+    assert "--metrics-port" not in plain
+    assert "--dynamic-config-value" not in plain
