@@ -10,8 +10,9 @@ machine falls on both alike:
   window, one update in flight per shard), loaded the way a Pub/Sub push
   subscription loads it: one event per request over ``--concurrency`` (64)
   connections (``bench.ingress_load``);
-* **emit**: ``script.emit``'s sending (``script.emit.main``: 500 events per
-  update, 4 in flight per shard), in this process like the load generator.
+* **emit**: what ``script.emit --generate`` does (``ingress.sender.EventSender``
+  at its defaults, as emit uses it: 500 events per update, 4 in flight per
+  shard), in this process like the load generator.
 
 Each is timed from its first event sent to the moment the sink holds every
 job's ``job.result`` (polled every 50 ms), and its CPU counted over the
@@ -28,11 +29,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import psutil
+from temporalio.client import Client
 
 from bench import ingress_load
 from bench.run import (
@@ -45,26 +47,15 @@ from bench.run import (
     report,
     stack,
 )
-from runtime.cli import configure_logging, exit_now
+from ingress.sender import EventSender
+from runtime.cli import configure_logging, exit_now, workload_from
+from wire import DATA_CONVERTER
+from wire.synthetic import generate
 
 
 def _cpu(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
-
-
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 async def _ready(url: str, limit_s: float = 60.0) -> None:
@@ -162,29 +153,33 @@ async def run_ingress(args: argparse.Namespace, run: str) -> dict[str, object]:
     return figures
 
 
-async def run_emit(args: argparse.Namespace, run: str) -> dict[str, object]:
-    from script import emit
+async def _lines(lines: list[bytes]) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
 
+
+async def run_emit(args: argparse.Namespace, run: str) -> dict[str, object]:
+    lines, _ = generate(
+        workload_from(ingress_load.parse_args(_workload(args, run)), run=run)
+    )
     me = psutil.Process()
     with stack(_workers) as s:
         watcher = ingress_load.ResultWatcher(s.sink)
-        with _environ(TEMPORAL_ADDRESS=s.address):
-            settings, emit_args = emit.parse_args(
-                ["--generate", "--shards", str(SHARDS), *_workload(args, run)]
-            )
+        client = await Client.connect(s.address, data_converter=DATA_CONVERTER)
+        sender = EventSender(client, shards=SHARDS)
 
-            async def watch() -> None:
-                deadline = time.monotonic() + args.timeout
-                while watcher.new < args.jobs and time.monotonic() < deadline:
-                    watcher.poll()
-                    await asyncio.sleep(0.05)
+        async def watch() -> None:
+            deadline = time.monotonic() + args.timeout
+            while watcher.new < args.jobs and time.monotonic() < deadline:
+                watcher.poll()
+                await asyncio.sleep(0.05)
 
-            cpu0 = (*s.cpu(), _cpu(me.pid))
-            t0 = time.monotonic()
-            watching = asyncio.create_task(watch())
-            summary = await emit.main(settings, emit_args)
-            await watching
-            cpu1 = (*s.cpu(), _cpu(me.pid))
+        cpu0 = (*s.cpu(), _cpu(me.pid))
+        t0 = time.monotonic()
+        watching = asyncio.create_task(watch())
+        summary = (await sender.send_all(_lines(lines))).as_dict()
+        await watching
+        cpu1 = (*s.cpu(), _cpu(me.pid))
         seconds = (watcher.last_seen or time.monotonic()) - t0
     figures = _figures(
         s,
