@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -40,7 +39,6 @@ from bench import ingress_load
 from bench.run import (
     ROOT,
     SHARDS,
-    Stack,
     console,
     free_port,
     pipeline_workers,
@@ -79,7 +77,6 @@ def _workload(args: argparse.Namespace, run: str) -> list[str]:
 
 
 def _figures(
-    s: Stack,
     *,
     events: int,
     jobs: int,
@@ -109,18 +106,18 @@ async def run_ingress(args: argparse.Namespace, run: str) -> dict[str, object]:
     with stack(_workers) as s:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        log = (s.root / "ingress.log").open("wb")
-        ingress = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "script.ingress",
-            *("--port", str(port), "--shards", str(SHARDS)),
-            *("--log-level", "warning"),
-            cwd=ROOT,
-            env={**os.environ, "TEMPORAL_ADDRESS": s.address},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (s.root / "ingress.log").open("wb") as log:
+            ingress = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "script.ingress",
+                *("--port", str(port), "--shards", str(SHARDS)),
+                *("--log-level", "warning"),
+                cwd=ROOT,
+                env={**os.environ, "TEMPORAL_ADDRESS": s.address},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             await _ready(url)
             load = ingress_load.parse_args(
@@ -138,7 +135,6 @@ async def run_ingress(args: argparse.Namespace, run: str) -> dict[str, object]:
             ingress.terminate()
             await asyncio.wait_for(ingress.wait(), 20)
     figures = _figures(
-        s,
         events=int(got["events"]),  # type: ignore[call-overload]
         jobs=args.jobs,
         results=int(got["results"]),  # type: ignore[call-overload]
@@ -151,11 +147,6 @@ async def run_ingress(args: argparse.Namespace, run: str) -> dict[str, object]:
     figures["statuses"] = got["statuses"]
     figures["request_latency_ms"] = got["latency_ms"]
     return figures
-
-
-async def _lines(lines: list[bytes]) -> AsyncIterator[bytes]:
-    for line in lines:
-        yield line
 
 
 async def run_emit(args: argparse.Namespace, run: str) -> dict[str, object]:
@@ -177,12 +168,14 @@ async def run_emit(args: argparse.Namespace, run: str) -> dict[str, object]:
         cpu0 = (*s.cpu(), _cpu(me.pid))
         t0 = time.monotonic()
         watching = asyncio.create_task(watch())
-        summary = (await sender.send_all(_lines(lines))).as_dict()
+        for line in lines:
+            await sender.send(line)
+        await sender.flush()
+        summary = sender.summary.as_dict()
         await watching
         cpu1 = (*s.cpu(), _cpu(me.pid))
         seconds = (watcher.last_seen or time.monotonic()) - t0
     figures = _figures(
-        s,
         events=int(summary["sent"]),
         jobs=args.jobs,
         results=watcher.new,

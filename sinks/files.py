@@ -83,10 +83,7 @@ class IdIndex:
     """
 
     def __init__(self) -> None:
-        self._digests = array("Q")
-        self._offsets = array("Q")
-        self._recent: dict[int, list[int]] = {}
-        self._count = 0
+        self.clear()
 
     def __len__(self) -> int:
         return self._count
@@ -112,7 +109,8 @@ class IdIndex:
         )
 
     def clear(self) -> None:
-        self._digests, self._offsets, self._recent = array("Q"), array("Q"), {}
+        self._digests, self._offsets = array("Q"), array("Q")
+        self._recent: dict[int, list[int]] = {}
         self._count = 0
 
     def _offsets_of(self, digest: int) -> Iterator[int]:
