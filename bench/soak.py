@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
@@ -68,12 +70,50 @@ async def _history_length(client: Client, workflow_id: str) -> int | None:
 RUNNING_JOBS = running(names.JOB)
 
 
+# glibc gives each thread arena a 64 MiB-aligned reservation of at most
+# 64 MiB (HEAP_MAX_SIZE on 64-bit): how its mappings are told from the rest.
+_ARENA = 64 << 20
+_REGIONS = ("heap", "arenas", "anon", "files")  # what the table and chart show
+
+
+def memory_regions(maps: Iterable[Any]) -> dict[str, int]:
+    """A process's resident bytes by where they live, from its mappings
+    (``psutil.Process.memory_maps(grouped=False)``): ``heap`` (glibc's main
+    arena, grown with brk: Python's blocks above 512 bytes, the sink's
+    index arrays), ``arenas`` (glibc's thread arenas: what the SDK's Rust
+    threads and other threads allocate), ``anon`` (every other anonymous
+    mapping: Python's small-object arenas, large mmapped blocks),
+    ``files`` (mapped files: code and libraries) and ``stack``."""
+    out = dict.fromkeys(("heap", "arenas", "anon", "files", "stack"), 0)
+    for m in maps:
+        if m.path == "[heap]":
+            out["heap"] += m.rss
+        elif m.path.startswith("[stack"):
+            out["stack"] += m.rss
+        elif m.path.startswith("/"):
+            out["files"] += m.rss
+        elif m.path in ("", "[anon]"):
+            lo, hi = (int(x, 16) for x in m.addr.split("-"))
+            arena = lo % _ARENA == 0 and hi - lo <= _ARENA
+            out["arenas" if arena else "anon"] += m.rss
+    return out
+
+
+def _worker_memory(s: Stack) -> tuple[int, dict[str, int]]:
+    rss = 0
+    regions: dict[str, int] = {}
+    for worker in s.workers:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p = psutil.Process(worker.pid)
+            rss += p.memory_info().rss
+            for k, v in memory_regions(p.memory_maps(grouped=False)).items():
+                regions[k] = regions.get(k, 0) + v
+    return rss, regions
+
+
 async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
     """One sample of what could grow: memory, histories, the database."""
-    rss = 0
-    for worker in s.workers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            rss += psutil.Process(worker.pid).memory_info().rss
+    rss, regions = _worker_memory(s)
     proxies = await asyncio.gather(
         *(_history_length(client, routing.proxy_id(n)) for n in range(SHARDS))
     )
@@ -92,6 +132,7 @@ async def sample(s: Stack, client: Client, t: float) -> dict[str, object]:
     return {
         "t": round(t, 1),
         "worker_rss_mib": round(rss / 2**20, 1),
+        "worker_memory_mib": {k: round(v / 2**20, 1) for k, v in regions.items()},
         "proxy_history_length": [n for n in proxies if n is not None],
         "running_jobs": running,
         "job_history_length_max": max(jobs, default=0),
@@ -265,13 +306,16 @@ def markdown(result: dict[str, object]) -> str:
         f"{a['stragglers_amended']}/{a['stragglers']} stragglers amended; "
         f"worker RSS growth after warm-up: {result['rss_growth_after_warm_up']}.",
         "",
-        "| t s | worker RSS MiB | proxy history length | running jobs | "
+        "| t s | worker RSS MiB | heap / arenas / anon / files MiB | "
+        "proxy history length | running jobs | "
         "job history max / mean | database MiB |",
-        "| ---: | ---: | --- | ---: | ---: | ---: |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: |",
     ]
     for x in result["samples"]:  # type: ignore[union-attr]
+        m = x.get("worker_memory_mib", {})
+        where = " / ".join(str(m.get(k, "")) for k in _REGIONS)
         rows.append(
-            f"| {x['t']} | {x['worker_rss_mib']} | "
+            f"| {x['t']} | {x['worker_rss_mib']} | {where} | "
             f"{', '.join(map(str, x['proxy_history_length']))} | "
             f"{x['running_jobs']} | {x['job_history_length_max']} / "
             f"{x['job_history_length_mean']} | {x['database_mib']} |"
@@ -290,8 +334,16 @@ def chart(result: dict[str, object], path: Path) -> None:
     t = [x["t"] / 60 for x in samples]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     (rss, proxies), (jobs, db) = axes
-    rss.plot(t, [x["worker_rss_mib"] for x in samples], marker="o")
-    rss.set_title("worker RSS (MiB)")
+    rss.plot(t, [x["worker_rss_mib"] for x in samples], marker="o", label="RSS")
+    for region in _REGIONS:
+        rss.plot(
+            t,
+            [x.get("worker_memory_mib", {}).get(region) for x in samples],
+            marker=".",
+            label=region,
+        )
+    rss.set_title("worker RSS and where it lives (MiB)")
+    rss.legend(fontsize="small")
     for n in range(max(len(x["proxy_history_length"]) for x in samples)):
         proxies.plot(
             t,

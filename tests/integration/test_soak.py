@@ -30,6 +30,12 @@ async def test_a_two_minute_soak_loses_and_doubles_nothing(tmp_path) -> None:
     samples = result["samples"]
     assert len(samples) >= 4
     assert all(s["worker_rss_mib"] > 0 for s in samples)
+    # the regions are the same mappings RSS counts, split by where they live
+    for s in samples:
+        regions, rss = s["worker_memory_mib"], s["worker_rss_mib"]
+        assert regions["heap"] > 0
+        assert regions["files"] > 0
+        assert abs(sum(regions.values()) - rss) < 0.1 * rss
     assert len(samples[-1]["proxy_history_length"]) == 4  # every shard's proxy
     assert max(s["running_jobs"] for s in samples) > 0
     assert samples[-1]["running_jobs"] == 0  # every job closed within the run
