@@ -79,11 +79,12 @@ _REGIONS = ("heap", "arenas", "anon", "files")  # what the table and chart show
 def memory_regions(maps: Iterable[Any]) -> dict[str, int]:
     """A process's resident bytes by where they live, from its mappings
     (``psutil.Process.memory_maps(grouped=False)``): ``heap`` (glibc's main
-    arena, grown with brk: Python's blocks above 512 bytes, the sink's
-    index arrays), ``arenas`` (glibc's thread arenas: what the SDK's Rust
-    threads and other threads allocate), ``anon`` (every other anonymous
-    mapping: Python's small-object arenas, large mmapped blocks),
-    ``files`` (mapped files: code and libraries) and ``stack``."""
+    arena, grown with brk: what the event loop's thread mallocs, Python's
+    blocks above 512 bytes among it), ``arenas`` (glibc's thread arenas:
+    what other threads malloc, the SDK's Rust threads and the thread pool
+    the sinks write from), ``anon`` (every other anonymous mapping: Python's
+    small-object arenas, blocks above glibc's mmap threshold), ``files``
+    (mapped files: code and libraries) and ``stack``."""
     out = dict.fromkeys(("heap", "arenas", "anon", "files", "stack"), 0)
     for m in maps:
         if m.path == "[heap]":
