@@ -40,7 +40,11 @@ from bench.trickle import TrickleRun, run_trickle
 from ingress.sender import EventSender
 from runtime.cli import configure_logging, exit_now
 
-# Calls that wait by design (long polls) say nothing about cost.
+# Calls that wait by design (long polls): their time says nothing about
+# cost, so they are counted apart and never timed. GetWorkflowExecutionHistory
+# is both a long poll (a client waiting for a result) and a worker fetching
+# a history it must replay (a workflow that left its cache): its count is an
+# upper bound of those fetches, whose database cost is ReadHistoryBranch's.
 LONG_POLLS = frozenset(
     {
         "PollWorkflowTaskQueue",
@@ -131,6 +135,16 @@ def server_table(
         )
     rows.sort(key=lambda r: -float(r["seconds_per_s"]))  # type: ignore[arg-type]
     return rows
+
+
+def long_polls(before: Sums, after: Sums, *, per_1k: float) -> dict[str, float]:
+    """How many of each long poll the frontend answered, per 1,000 events."""
+    counts: Counter[str] = Counter()
+    for key, value in after.items():
+        name, _, operation = key
+        if name == "service_latency_count" and operation in LONG_POLLS:
+            counts[operation] += value - before.get(key, 0.0)
+    return {op: round(n * per_1k, 1) for op, n in sorted(counts.items()) if n > 0}
 
 
 def fold(lines: Iterable[str]) -> dict[str, object]:
@@ -234,6 +248,7 @@ async def profile_window(
             "api": server_table(
                 before, after, prefix="service_latency", per_1k=per_1k, seconds=seconds
             ),
+            "long_polls_per_1k": long_polls(before, after, per_1k=per_1k),
         },
         "worker": worker,
     }
@@ -306,6 +321,13 @@ def markdown(results: dict[str, object]) -> str:
                     f"| {r['mean_ms']} | {r['seconds_per_s']} |"
                 )
             out.append("")
+        polls = server.get("long_polls_per_1k", {})
+        if polls:
+            out.append(
+                "long polls per 1k events (counted, not timed): "
+                + ", ".join(f"{n} `{op}`" for op, n in polls.items())
+                + "\n"
+            )
         for title in ("inclusive", "self"):
             out.append(f"| worker, {title} | share of GIL samples |\n| --- | ---: |")
             for r in worker.get(title, []):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import fold, parse_args, server_sums, server_table
+from bench.profile import fold, long_polls, parse_args, server_sums, server_table
 
 SCRAPE = """\
 # HELP persistence_latency persistence_latency histogram
@@ -43,6 +43,9 @@ def test_server_table_counts_the_window_and_leaves_out_long_polls() -> None:
     api = server_table({}, after, prefix="service_latency", per_1k=0.5, seconds=1.0)
     assert [r["operation"] for r in api] == ["StartWorkflowExecution"]
     assert api[0]["per_1k_events"] == 10.0
+    # the long polls left out are counted apart, never timed
+    before_polls = {("service_latency_count", "frontend", "PollWorkflowTaskQueue"): 1.0}
+    assert long_polls(before_polls, after, per_1k=0.5) == {"PollWorkflowTaskQueue": 1.0}
 
 
 def test_fold_gives_inclusive_and_self_shares() -> None:
