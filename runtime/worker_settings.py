@@ -27,6 +27,7 @@ from runtime.cli import (
     no_job_parts_option,
     shards_option,
 )
+from runtime.memory import DEFAULT_MALLOC_ARENAS
 from runtime.settings import non_negative_int, option, positive_int
 from sinks import redact_url
 
@@ -149,6 +150,16 @@ class WorkerSettings:
         "eagerly (their first task handed back in the start's answer, no "
         "task-queue round trip); a start is eager only while one is free; 0 "
         "shares the --workflow-task-slots with the task queue",
+    )
+    malloc_arenas: int = option(
+        DEFAULT_MALLOC_ARENAS,
+        flag="--malloc-arenas",
+        metavar="N",
+        env="EVENTFLOW_MALLOC_ARENAS",
+        parse=non_negative_int,
+        help="glibc malloc arenas this process's threads share, as "
+        "MALLOC_ARENA_MAX (0: glibc's default, eight per core); fewer keep "
+        "less freed memory resident (runtime.memory)",
     )
     cached_workflows: int = option(
         DEFAULT_CACHED_WORKFLOWS,

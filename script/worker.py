@@ -19,6 +19,7 @@ from actors.models import load_models
 from actors.pipelines import load_pipeline
 from runtime.cli import configure_logging, exit_now, start_tracing
 from runtime.client import connect_within
+from runtime.memory import limit_malloc_arenas
 from runtime.metrics import MetricsServer, sdk_metrics_address
 from runtime.retire import retire_shards
 from runtime.search_attributes import (
@@ -134,6 +135,9 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
 
 if __name__ == "__main__":
     settings = parse_args()
+    # Before any thread allocates: the SDK's runtime starts its threads on
+    # the first connection (or the metrics address below).
+    limit_malloc_arenas(settings.malloc_arenas)
     sdk_metrics = None if settings.metrics_port is None else sdk_metrics_address()
     configure_logging(settings.log_level, sdk_metrics=sdk_metrics)
     start_tracing("eventflow-worker")

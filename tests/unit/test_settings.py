@@ -165,6 +165,7 @@ WORKER = {
     "--keep-jobs-open": (("EVENTFLOW_KEEP_JOBS_OPEN",), False),
     "--workflow-task-slots": (("EVENTFLOW_WORKFLOW_TASK_SLOTS",), 32),
     "--eager-task-slots": (("EVENTFLOW_EAGER_TASK_SLOTS",), 480),
+    "--malloc-arenas": (("EVENTFLOW_MALLOC_ARENAS",), 2),
     "--cached-workflows": (("EVENTFLOW_CACHED_WORKFLOWS",), 1500),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
