@@ -94,10 +94,15 @@ def memory_regions(maps: Iterable[Any]) -> dict[str, int]:
         elif m.path.startswith("/"):
             out["files"] += m.rss
         elif m.path in ("", "[anon]"):
-            lo, hi = (int(x, 16) for x in m.addr.split("-"))
-            arena = lo % _ARENA == 0 and hi - lo <= _ARENA
-            out["arenas" if arena else "anon"] += m.rss
+            out["arenas" if thread_arena(m.addr) else "anon"] += m.rss
     return out
+
+
+def thread_arena(addr: str) -> bool:
+    """Whether an anonymous mapping (``lo-hi`` in hex) is a glibc thread
+    arena's: it starts at a 64 MiB boundary and is at most 64 MiB."""
+    lo, hi = (int(x, 16) for x in addr.split("-"))
+    return lo % _ARENA == 0 and hi - lo <= _ARENA
 
 
 def _worker_memory(s: Stack) -> tuple[int, dict[str, int]]:

@@ -2,10 +2,10 @@
 
 glibc gives a thread that finds the arenas in use a new one, up to eight
 per core, and memory freed in one arena is only reused by the threads that
-allocate from it. The worker runs about forty threads (the SDK's Rust
+allocate from it. The worker runs about sixty threads (the SDK's Rust
 runtime, its workflow threads, the pool the sinks write from), so on two
-cores glibc makes sixteen arenas, and each one keeps its own free memory
-resident: in the soak, about a quarter of the worker's RSS, swinging by
+cores glibc made fifteen arenas besides the main one, each keeping its own
+free memory resident: in the soak, about a quarter of the worker's RSS, swinging by
 tens of MiB from minute to minute. Capping the arenas, as
 ``MALLOC_ARENA_MAX`` does, makes the threads share and reuse that memory.
 The cap must come before the threads first allocate: ``script.worker``
@@ -18,7 +18,7 @@ import ctypes
 import sys
 
 # The worker's default cap (``--malloc-arenas``): the soak's figures are in
-# BENCHMARKS.md ("Worker memory").
+# BENCHMARKS.md ("The 30-minute soak").
 DEFAULT_MALLOC_ARENAS = 2
 
 # mallopt's parameter for the arena cap (malloc.h: M_ARENA_MAX).

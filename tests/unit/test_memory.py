@@ -11,12 +11,13 @@ import pytest
 from runtime.memory import limit_malloc_arenas
 
 # Eight threads alive at once, each allocating blocks above Python's own
-# allocator's 512 bytes (so from malloc), then the count of thread arenas:
-# anonymous mappings at a 64 MiB boundary of at most 64 MiB.
+# allocator's 512 bytes (so from malloc), then the count of thread arenas
+# by the soak's rule (bench.soak.thread_arena).
 _PROBE = textwrap.dedent(
     """
     import sys, threading
     import psutil
+    from bench.soak import thread_arena
     from runtime.memory import limit_malloc_arenas
     limit_malloc_arenas(int(sys.argv[1]))
     barrier = threading.Barrier(8)
@@ -30,13 +31,10 @@ _PROBE = textwrap.dedent(
         t.start()
     for t in threads:
         t.join()
-    arena = 64 << 20
-    count = 0
-    for m in psutil.Process().memory_maps(grouped=False):
-        lo, hi = (int(x, 16) for x in m.addr.split("-"))
-        if m.path in ("", "[anon]") and lo % arena == 0 and hi - lo <= arena:
-            count += 1
-    print(count)
+    print(sum(
+        m.path in ("", "[anon]") and thread_arena(m.addr)
+        for m in psutil.Process().memory_maps(grouped=False)
+    ))
     """
 )
 
