@@ -15,7 +15,10 @@ on their way when the sending ends are waited for, up to ten minutes) or the
 events they miss are dead-lettered as too late (reached their job after its
 linger closed it: counted apart, as ``late_jobs``), each straggler job ends
 amended. RSS growth is measured from the first sample after the
-warm-up (a fifth of the run, at least one job window) to the last one.
+warm-up (a fifth of the run, at least one job window) to the last one, and
+as a trend: a least-squares line through every sample after the warm-up,
+its rise over that span as a share of where it starts (one spiky sample at
+either end moves the first figure, not the second).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -227,6 +231,28 @@ def growth(samples: list[dict[str, object]], warm_s: float) -> float | None:
     return round((last - first) / first, 3) if first else None
 
 
+def trend(samples: list[dict[str, object]], warm_s: float) -> dict[str, float] | None:
+    """The least-squares line through the worker's RSS after ``warm_s``:
+    its slope in MiB/min and its rise over the span as a share of its value
+    at the span's start."""
+    warm = [x for x in samples if float(x["t"]) >= warm_s]  # type: ignore[arg-type]
+    if len(warm) < 3:
+        return None
+    t = [float(x["t"]) / 60 for x in warm]  # type: ignore[arg-type]
+    rss = [float(x["worker_rss_mib"]) for x in warm]  # type: ignore[arg-type]
+    if t[-1] == t[0]:
+        return None
+    slope, intercept = statistics.linear_regression(t, rss)
+    start = slope * t[0] + intercept
+    end = slope * t[-1] + intercept
+    return {
+        "mib_per_min": round(slope, 3),
+        "from_mib": round(start, 1),
+        "to_mib": round(end, 1),
+        "growth": round((end - start) / start, 3) if start > 0 else float("nan"),
+    }
+
+
 async def soak(
     *,
     minutes: float,
@@ -291,8 +317,18 @@ async def soak(
         "audit": checked,
         "samples": samples,
         "rss_growth_after_warm_up": growth(samples, warm_s),
+        "rss_trend_after_warm_up": trend(samples, warm_s),
         "warm_up_s": warm_s,
     }
+
+
+def _trend_text(fit: object) -> str:
+    if not isinstance(fit, dict):
+        return "too few samples for a trend"
+    return (
+        f"{fit['growth']} by the fitted trend "
+        f"({fit['from_mib']} to {fit['to_mib']} MiB, {fit['mib_per_min']} MiB/min)"
+    )
 
 
 def markdown(result: dict[str, object]) -> str:
@@ -310,7 +346,8 @@ def markdown(result: dict[str, object]) -> str:
         "dead-lettered as too late "
         f"(all covered {a['all_covered_at_s']} s after the start); "
         f"{a['stragglers_amended']}/{a['stragglers']} stragglers amended; "
-        f"worker RSS growth after warm-up: {result['rss_growth_after_warm_up']}.",
+        f"worker RSS growth after warm-up: {result['rss_growth_after_warm_up']} "
+        f"first to last, {_trend_text(result.get('rss_trend_after_warm_up'))}.",
         "",
         "| t s | worker RSS MiB | heap / arenas / anon / files MiB | "
         "proxy history length | running jobs | "
@@ -348,8 +385,21 @@ def chart(result: dict[str, object], path: Path) -> None:
             marker=".",
             label=region,
         )
+    fit = result.get("rss_trend_after_warm_up")
+    if isinstance(fit, dict):
+        start = float(result["warm_up_s"]) / 60  # type: ignore[arg-type]
+        warm = [x for x in t if x >= start]
+        rss.plot(
+            [warm[0], warm[-1]],
+            [fit["from_mib"], fit["to_mib"]],
+            linestyle="--",
+            color="black",
+            label=f"RSS trend, {fit['mib_per_min']} MiB/min",
+        )
     rss.set_title("worker RSS and where it lives (MiB)")
-    rss.legend(fontsize="small")
+    # head room above the lines for the legend
+    rss.set_ylim(0, 1.4 * max(x["worker_rss_mib"] for x in samples))
+    rss.legend(fontsize="small", loc="upper left", ncol=3)
     for n in range(max(len(x["proxy_history_length"]) for x in samples)):
         proxies.plot(
             t,

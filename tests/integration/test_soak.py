@@ -41,6 +41,7 @@ async def test_a_two_minute_soak_loses_and_doubles_nothing(tmp_path) -> None:
     assert samples[-1]["running_jobs"] == 0  # every job closed within the run
     assert samples[-1]["database_mib"] > samples[0]["database_mib"]
     assert result["rss_growth_after_warm_up"] is not None
+    assert result["rss_trend_after_warm_up"]["from_mib"] > 0
     assert "| t s | worker RSS MiB |" in markdown(result)
     chart(result, tmp_path / "soak.png")
     assert (tmp_path / "soak.png").stat().st_size > 0
