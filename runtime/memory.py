@@ -1,5 +1,4 @@
-"""The process's memory allocator: how many malloc arenas glibc may make,
-and, if asked, handing its free memory back to the system now and then.
+"""The process's memory allocator: how many malloc arenas glibc may make.
 
 glibc gives a thread that finds the arenas in use a new one, up to eight
 per core, and memory freed in one arena is only reused by the threads that
@@ -11,22 +10,12 @@ tens of MiB from minute to minute. Capping the arenas, as
 ``MALLOC_ARENA_MAX`` does, makes the threads share and reuse that memory.
 The cap must come before the threads first allocate: ``script.worker``
 sets it before it connects.
-
-Memory a thread frees stays resident in its arena until glibc trims it,
-which it does only from the top of a heap. ``malloc_trim(0)`` also releases
-the free pages inside the heaps; ``--malloc-trim SECONDS`` has the worker
-call it that often, off the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import sys
-
-import structlog
-
-log = structlog.get_logger("runtime.memory")
 
 # The worker's default cap (``--malloc-arenas``): the soak's figures are in
 # BENCHMARKS.md ("The 30-minute soak").
@@ -49,27 +38,3 @@ def limit_malloc_arenas(arenas: int) -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_ARENA_MAX, arenas))
-
-
-def trim_malloc() -> bool:
-    """Release glibc's free memory to the system (``malloc_trim(0)``):
-    whether any was released. False off Linux or without ``malloc_trim``."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes = (ctypes.c_size_t,)
-    malloc_trim.restype = ctypes.c_int
-    return bool(malloc_trim(0))
-
-
-async def trim_malloc_every(seconds: float) -> None:
-    """Call ``trim_malloc`` every ``seconds`` until cancelled, in a thread:
-    it walks every arena's free lists, holding each arena's lock while it
-    does."""
-    while True:
-        await asyncio.sleep(seconds)
-        released = await asyncio.to_thread(trim_malloc)
-        log.debug("malloc trimmed", released=released)

@@ -75,13 +75,6 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def non_negative_number(text: str) -> float:
-    value = number(text)
-    if not value >= 0:  # also refuses nan
-        raise ValueError(f"expected a number >= 0, got {text}")
-    return value
-
-
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -28,12 +28,7 @@ from runtime.cli import (
     shards_option,
 )
 from runtime.memory import DEFAULT_MALLOC_ARENAS
-from runtime.settings import (
-    non_negative_int,
-    non_negative_number,
-    option,
-    positive_int,
-)
+from runtime.settings import non_negative_int, option, positive_int
 from sinks import redact_url
 
 
@@ -165,15 +160,6 @@ class WorkerSettings:
         help="glibc malloc arenas this process's threads share, as "
         "MALLOC_ARENA_MAX (0: glibc's default, eight per core); fewer keep "
         "less freed memory resident (runtime.memory)",
-    )
-    malloc_trim: float = option(
-        0.0,
-        flag="--malloc-trim",
-        metavar="SECONDS",
-        env="EVENTFLOW_MALLOC_TRIM",
-        parse=non_negative_number,
-        help="every SECONDS, hand glibc's free memory back to the system "
-        "(malloc_trim); 0, the default, never does",
     )
     cached_workflows: int = option(
         DEFAULT_CACHED_WORKFLOWS,

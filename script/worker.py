@@ -19,7 +19,7 @@ from actors.models import load_models
 from actors.pipelines import load_pipeline
 from runtime.cli import configure_logging, exit_now, start_tracing
 from runtime.client import connect_within
-from runtime.memory import limit_malloc_arenas, trim_malloc_every
+from runtime.memory import limit_malloc_arenas
 from runtime.metrics import MetricsServer, sdk_metrics_address
 from runtime.retire import retire_shards
 from runtime.search_attributes import (
@@ -111,9 +111,6 @@ async def main(settings: WorkerSettings, sdk_metrics: str | None = None) -> int:
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
-        if settings.malloc_trim > 0:
-            trimming = asyncio.create_task(trim_malloc_every(settings.malloc_trim))
-            stack.callback(trimming.cancel)
         if settings.retire:
             retiring = asyncio.create_task(retire_shards(client, shards))
             await asyncio.wait(

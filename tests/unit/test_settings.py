@@ -132,14 +132,6 @@ def test_a_bad_flag_value_says_what_was_expected(capsys) -> None:
     assert "argument --port: expected an integer, got 'x'" in capsys.readouterr().err
 
 
-def test_a_negative_or_nan_trim_interval_is_refused(capsys) -> None:
-    for bad in ("-1", "nan"):
-        with pytest.raises(SystemExit):
-            build(["--malloc-trim", bad], {}, WorkerSettings)
-        assert "expected a number >= 0" in capsys.readouterr().err
-    assert build(["--malloc-trim", "30"], {}, WorkerSettings).malloc_trim == 30.0
-
-
 def test_an_error_about_a_secret_shows_it_only_redacted() -> None:
     @dataclass(frozen=True)
     class Secretive:
@@ -174,7 +166,6 @@ WORKER = {
     "--workflow-task-slots": (("EVENTFLOW_WORKFLOW_TASK_SLOTS",), 32),
     "--eager-task-slots": (("EVENTFLOW_EAGER_TASK_SLOTS",), 480),
     "--malloc-arenas": (("EVENTFLOW_MALLOC_ARENAS",), 2),
-    "--malloc-trim": (("EVENTFLOW_MALLOC_TRIM",), 0),
     "--cached-workflows": (("EVENTFLOW_CACHED_WORKFLOWS",), 1500),
     "--retire": ((), False),
     "--metrics-port": (("EVENTFLOW_METRICS_PORT",), None),
