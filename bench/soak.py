@@ -221,9 +221,14 @@ def audit(path: Path, jobs: list[TrickleJob]) -> dict[str, object]:
     }
 
 
+def _after(samples: list[dict[str, object]], warm_s: float) -> list[dict[str, object]]:
+    """The samples taken at or after ``warm_s``: those the growth counts."""
+    return [x for x in samples if float(x["t"]) >= warm_s]  # type: ignore[arg-type]
+
+
 def growth(samples: list[dict[str, object]], warm_s: float) -> float | None:
     """RSS growth from the first sample at or after ``warm_s`` to the last."""
-    warm = [x for x in samples if float(x["t"]) >= warm_s]  # type: ignore[arg-type]
+    warm = _after(samples, warm_s)
     if len(warm) < 2:
         return None
     first = float(warm[0]["worker_rss_mib"])  # type: ignore[arg-type]
@@ -235,7 +240,7 @@ def trend(samples: list[dict[str, object]], warm_s: float) -> dict[str, float] |
     """The least-squares line through the worker's RSS after ``warm_s``:
     its slope in MiB/min and its rise over the span as a share of its value
     at the span's start."""
-    warm = [x for x in samples if float(x["t"]) >= warm_s]  # type: ignore[arg-type]
+    warm = _after(samples, warm_s)
     if len(warm) < 3:
         return None
     t = [float(x["t"]) / 60 for x in warm]  # type: ignore[arg-type]
